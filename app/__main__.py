@@ -1,0 +1,129 @@
+"""`python -m app`: parse the command line over the environment, then run uvicorn.
+
+Every option has a `KERASSERVE_*` variable (shown in `--help`); the command line wins. With one
+worker the app is built here, so a bad device request (`--device gpu` without a GPU) stops the
+start with a one-line error and exit status 2. With several workers each worker builds its own
+app from the environment, which is why the parsed options are exported to it first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.settings import ENV_PREFIX, Settings
+
+EXIT_START_ERROR = 2
+
+
+def _env(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = Settings.model_fields
+    parser = argparse.ArgumentParser(
+        prog="python -m app",
+        description="Serve the SavedModels of a model repository over the TensorFlow Serving "
+                    "REST API, KServe v2 and task endpoints.",
+        epilog="Batching defaults: KERASSERVE_BATCHING__ENABLED, __MAX_BATCH_SIZE, "
+               "__MAX_BATCH_DELAY_US, __MAX_QUEUED_ROWS, __TIMEOUT_S, __INFERENCE_THREADS.",
+    )
+
+    def option(flag: str, field: str, help_text: str, **kwargs: Any) -> None:
+        default = defaults[field].default
+        shown = "none" if default is None else (str(default).lower()
+                                                if isinstance(default, bool) else default)
+        parser.add_argument(flag, dest=field, default=None,
+                            help=f"{help_text} (env {_env(field)}, default {shown})", **kwargs)
+
+    option("--host", "host", "interface to listen on")
+    option("--port", "port", "TCP port", type=int)
+    option("--model-repository", "model_repository", "folder with <name>/<version>/ models",
+           metavar="DIR")
+    option("--workers", "workers", "uvicorn worker processes", type=int, metavar="N")
+    option("--device", "device", "where TensorFlow runs", choices=["auto", "cpu", "gpu"])
+    option("--gpu-memory-growth", "gpu_memory_growth", "allocate GPU memory as needed",
+           action="store_const", const=True)
+    option("--gpu-memory-limit", "gpu_memory_limit", "cap per GPU in MB", type=int,
+           metavar="MB")
+    option("--log-device-placement", "log_device_placement", "log the device of every op",
+           action="store_const", const=True)
+    option("--intra-op-threads", "intra_op_threads", "TensorFlow intra-op threads (0: TF "
+           "decides)", type=int, metavar="N")
+    option("--inter-op-threads", "inter_op_threads", "TensorFlow inter-op threads (0: TF "
+           "decides)", type=int, metavar="N")
+    option("--max-body-bytes", "max_body_bytes", "largest request body accepted (413 above)",
+           type=int, metavar="BYTES")
+    option("--log-level", "log_level", "log level",
+           choices=["critical", "error", "warning", "info", "debug"])
+    option("--log-format", "log_format", "text, or one JSON object per line",
+           choices=["text", "json"])
+    option("--poll-interval", "poll_interval", "seconds between repository scans (0: off)",
+           type=float, metavar="S")
+    option("--repository-config", "repository_config", "version policies, labels and "
+           "batching per model (default: <repository>/config.yaml)", metavar="FILE")
+    option("--shutdown-grace", "shutdown_grace", "seconds in-flight requests get to finish "
+           "after SIGTERM", type=float, metavar="S")
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Settings from the environment, overridden by whatever the command line gave."""
+    arguments = vars(build_parser().parse_args(argv))
+    return Settings(**{key: value for key, value in arguments.items() if value is not None})
+
+
+def _export(settings: Settings) -> None:
+    """Hand the parsed options to worker processes, which read only the environment."""
+    for key, value in settings.model_dump(exclude={"batching"}).items():
+        if value is not None:
+            os.environ[_env(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = parse_settings(argv)
+    except ValidationError as exc:
+        print(f"error: invalid settings:\n{exc}", file=sys.stderr)
+        return EXIT_START_ERROR
+    if not settings.model_repository.is_dir():
+        print(f"error: model repository {str(settings.model_repository)!r} is not a directory "
+              f"(set --model-repository or {_env('model_repository')})", file=sys.stderr)
+        return EXIT_START_ERROR
+    # Imported only now: TensorFlow takes seconds to import, option errors should not wait.
+    import uvicorn
+
+    from app.devices import DeviceUnavailableError, configure_devices
+    from app.graceful import serve_gracefully
+    from app.main import create_app
+
+    try:
+        if settings.workers == 1:
+            app = create_app(settings)
+        elif settings.device == "gpu":
+            configure_devices(settings.device_options())  # fail here, not in every worker
+    except DeviceUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_START_ERROR
+    log_level = settings.log_level
+    if settings.workers == 1:
+        # Not uvicorn.run: it re-raises SIGTERM after shutting down (exit 143); this drains
+        # in-flight requests for the grace period and returns, and we exit 0.
+        serve_gracefully(app, host=settings.host, port=settings.port, log_level=log_level,
+                         grace_s=settings.shutdown_grace,
+                         json_logs=settings.log_format == "json")
+    else:
+        _export(settings)
+        uvicorn.run("app.main:create_app_from_environment", factory=True, host=settings.host,
+                    port=settings.port, workers=settings.workers, log_level=log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

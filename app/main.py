@@ -1,0 +1,133 @@
+"""`create_app(settings)`: the FastAPI application, its routers, error handling and lifespan.
+
+The lifespan starts loading the repository in the background and returns at once, so liveness
+answers while models load; readiness turns true only when every selected version has loaded and
+warmed up (or failed, which its status reports). Errors become `{"error": "..."}` in one place:
+`ServingError` with its own status, request validation as 400, unknown routes as 404, anything
+else as a 500 whose traceback goes to the log and never to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import metrics, tasks
+from app.batching import BatchingOptions
+from app.body_limit import BodySizeLimitMiddleware
+from app.dataplane import SERVER_NAME, SERVER_VERSION, DataPlane
+from app.devices import DeviceReport, configure_devices, gpu_memory_in_use
+from app.errors import ServingError
+from app.logging_setup import configure_logging
+from app.metrics import ServiceMetrics
+from app.observability import RequestObserver, use_log_format
+from app.protocols import kserve_v2, repository_control, tfserving
+from app.protocols.common import json_response
+from app.registry import ModelRegistry
+from app.reloader import RepositoryReloader
+from app.runners import Runner, build_runner
+from app.servable import Servable
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# KServe v2 extensions this server implements (reported by `GET /v2`).
+KSERVE_EXTENSIONS = ("binary_tensor_data", "model_repository")
+
+
+def create_app(settings: Settings | None = None,
+               device_report: DeviceReport | None = None) -> FastAPI:
+    """Build the service for `settings` (default: from `KERASSERVE_*` variables).
+
+    Device options are applied here, before anything loads a model; pass `device_report` when
+    the caller already applied them. Raises `app.devices.DeviceUnavailableError` when the
+    requested device does not exist.
+    """
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    use_log_format(settings.log_format)
+    report = device_report or configure_devices(settings.device_options())
+    service_metrics = ServiceMetrics()
+
+    def runner_with_metrics(servable: Servable, options: BatchingOptions) -> Runner:
+        return build_runner(servable, options,
+                            service_metrics.batch_observer(servable.name, servable.version))
+
+    registry = ModelRegistry(settings.model_repository, settings.batching,
+                             runner_factory=runner_with_metrics)
+    dataplane = DataPlane(registry, report, extensions=KSERVE_EXTENSIONS)
+    reloader = RepositoryReloader(registry, settings.repository_config_path(),
+                                  settings.poll_interval, settings.drain_timeout_s,
+                                  service_metrics)
+    service_metrics.state.watch(reloader.version_snapshots,
+                                gpu_memory_in_use if report.mode == "gpu" else None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Initial load, then polling (app.reloader); readiness turns true after the first.
+        loading = asyncio.create_task(reloader.run(), name="repository-reloader")
+        try:
+            yield
+        finally:
+            dataplane.shutting_down = True
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            await registry.close(settings.drain_timeout_s)
+
+    app = FastAPI(title="kerasserve", version=SERVER_VERSION, lifespan=lifespan,
+                  description="Keras/TensorFlow SavedModels over the TensorFlow Serving REST "
+                              "API, the KServe v2 protocol and task endpoints.")
+    app.state.settings = settings
+    app.state.dataplane = dataplane
+    app.state.registry = registry
+    app.state.reloader = reloader
+    app.state.metrics = service_metrics
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestObserver, metrics=service_metrics,  # outermost: sees everything
+                       is_known_model=lambda name: name in registry.model_names())
+    install_error_handlers(app)
+    for router in (tfserving.build_router(), kserve_v2.build_router(),
+                   repository_control.build_router(), metrics.build_router(),
+                   tasks.build_router()):
+        app.include_router(router)
+    log.info("%s %s: model repository %s", SERVER_NAME, SERVER_VERSION,
+             settings.model_repository)
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """Factory for `uvicorn --factory` (several workers): settings from `KERASSERVE_*` only."""
+    return create_app(Settings())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """The one mapping from exceptions to `{"error": ...}` responses."""
+
+    @app.exception_handler(ServingError)
+    async def serving_error(_: Request, exc: ServingError) -> Response:
+        return json_response({"error": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', '')}"
+            for error in exc.errors())
+        return json_response({"error": f"invalid request: {problems}"}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return json_response({"error": str(exc.detail)}, status_code=exc.status_code,
+                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return json_response({"error": "internal server error"}, status_code=500)

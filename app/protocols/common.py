@@ -1,0 +1,54 @@
+"""HTTP helpers every protocol adapter shares: JSON bodies in, JSON bytes out, version paths.
+
+Inference routes take the raw `Request` and return a `Response` of orjson bytes: tensors never
+pass through pydantic, and numpy arrays are serialised by orjson without a per-element loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+
+from app.errors import InvalidInput, UnsupportedMediaType
+
+JSON_MEDIA_TYPE = "application/json"
+# curl -d sends form-urlencoded by default and TF Serving's examples rely on that; missing and
+# text/plain are what simple clients send. Anything else (images, multipart) is refused.
+JSON_COMPATIBLE_TYPES = frozenset({
+    "", JSON_MEDIA_TYPE, "text/plain", "application/x-www-form-urlencoded",
+})
+ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def media_type(request: Request) -> str:
+    """The request's content type without parameters, lower case ("" when absent)."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_json_body(request: Request) -> Any:
+    """The parsed body; 415 for a non-JSON content type, 400 for malformed JSON."""
+    kind = media_type(request)
+    if kind not in JSON_COMPATIBLE_TYPES and not kind.endswith("+json"):
+        raise UnsupportedMediaType(f"expected a JSON body (Content-Type: {JSON_MEDIA_TYPE}), "
+                                   f"got Content-Type {kind!r}")
+    body = await request.body()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"malformed JSON body: {exc}") from exc
+
+
+def json_response(content: Any, status_code: int = 200,
+                  headers: dict[str, str] | None = None) -> Response:
+    """orjson bytes (numpy arrays and scalars included) as an application/json response."""
+    return Response(content=orjson.dumps(content, option=ORJSON_OPTIONS),
+                    status_code=status_code, media_type=JSON_MEDIA_TYPE, headers=headers)
+
+
+def parse_version(text: str) -> int:
+    """A version path segment: a positive integer, else 400 naming what came."""
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
+        raise InvalidInput(f"model version must be a positive integer, got {text!r}")
+    return int(text)

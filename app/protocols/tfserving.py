@@ -1,0 +1,241 @@
+"""TensorFlow Serving's REST API (`/v1/...`): same paths, same JSON, so TF Serving clients work.
+
+Request bodies: the row format (`{"instances": [...]}` -> `{"predictions": [...]}`) and the
+columnar format (`{"inputs": ...}` -> `{"outputs": ...}`), optional `signature_name`, binary
+values as `{"b64": "..."}`. String outputs come back as JSON strings (UTF-8), or as
+`{"b64": ...}` when the output's name ends in `_bytes`, as in TF Serving. Lists become arrays
+with one `np.asarray` per input; arrays go out through orjson without per-element Python.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+
+from app.dataplane import DataPlane, ModelMetadata, VersionStatus
+from app.errors import InvalidInput
+from app.observability import note_served_version
+from app.protocols.common import json_response, parse_version, read_json_body
+from app.servable import SERVING_SIGNATURE, TensorSpec
+
+PREDICT_METHOD = "tensorflow/serving/predict"
+BINARY_OUTPUT_SUFFIX = "_bytes"
+TF_DATATYPES = {
+    "float16": "DT_HALF", "bfloat16": "DT_BFLOAT16", "float32": "DT_FLOAT",
+    "float64": "DT_DOUBLE", "int8": "DT_INT8", "int16": "DT_INT16", "int32": "DT_INT32",
+    "int64": "DT_INT64", "uint8": "DT_UINT8", "uint16": "DT_UINT16", "uint32": "DT_UINT32",
+    "uint64": "DT_UINT64", "bool": "DT_BOOL", "string": "DT_STRING",
+}
+
+
+def build_router() -> APIRouter:
+    """The `/v1` routes; handlers take the raw request to keep pydantic off tensor payloads."""
+    router = APIRouter(tags=["TensorFlow Serving REST API"])
+
+    def dataplane(request: Request) -> DataPlane:
+        return request.app.state.dataplane
+
+    @router.get("/v1/models/{name}", summary="Status of every version of a model")
+    async def model_status(name: str, request: Request) -> Response:
+        return json_response(_status_body(dataplane(request).model_status(name)))
+
+    @router.get("/v1/models/{name}/versions/{version}", summary="Status of one version")
+    async def version_status(name: str, version: str, request: Request) -> Response:
+        statuses = dataplane(request).model_status(name, parse_version(version))
+        return json_response(_status_body(statuses))
+
+    @router.get("/v1/models/{name}/labels/{label}", summary="Status of a labelled version")
+    async def label_status(name: str, label: str, request: Request) -> Response:
+        plane = dataplane(request)
+        version = plane.registry.resolve(name, label=label).version
+        return json_response(_status_body(plane.model_status(name, version)))
+
+    @router.get("/v1/models/{name}/metadata", summary="Signature def of the default version")
+    async def metadata(name: str, request: Request) -> Response:
+        return json_response(_metadata_body(dataplane(request).model_metadata(name)))
+
+    @router.get("/v1/models/{name}/versions/{version}/metadata",
+                summary="Signature def of one version")
+    async def version_metadata(name: str, version: str, request: Request) -> Response:
+        info = dataplane(request).model_metadata(name, version=parse_version(version))
+        return json_response(_metadata_body(info))
+
+    @router.get("/v1/models/{name}/labels/{label}/metadata",
+                summary="Signature def of a labelled version")
+    async def label_metadata(name: str, label: str, request: Request) -> Response:
+        return json_response(_metadata_body(dataplane(request).model_metadata(name, label=label)))
+
+    @router.post("/v1/models/{name}:predict", summary="Predict with the default version")
+    async def predict(name: str, request: Request) -> Response:
+        return await _predict(request, name)
+
+    @router.post("/v1/models/{name}/versions/{version}:predict",
+                 summary="Predict with one version")
+    async def predict_version(name: str, version: str, request: Request) -> Response:
+        return await _predict(request, name, version=parse_version(version))
+
+    @router.post("/v1/models/{name}/labels/{label}:predict",
+                 summary="Predict with a labelled version")
+    async def predict_label(name: str, label: str, request: Request) -> Response:
+        return await _predict(request, name, label=label)
+
+    return router
+
+
+async def _predict(request: Request, name: str, version: int | None = None,
+                   label: str | None = None) -> Response:
+    plane: DataPlane = request.app.state.dataplane
+    body = await read_json_body(request)
+    if not isinstance(body, dict):
+        raise InvalidInput(f"the request body must be a JSON object, got {type(body).__name__}")
+    signature = body.get("signature_name", SERVING_SIGNATURE)
+    if signature != SERVING_SIGNATURE:
+        raise InvalidInput(f"serving signature name {signature!r} not found; "
+                           f"this model has {SERVING_SIGNATURE!r}")
+    has_rows, has_columns = "instances" in body, "inputs" in body
+    if has_rows == has_columns:
+        raise InvalidInput("the request must have exactly one of 'instances' (row format) or "
+                           f"'inputs' (columnar format), got keys {sorted(body)}")
+    input_names = list(plane.input_specs(name, version, label))
+    if has_rows:
+        inputs = rows_to_inputs(body["instances"], input_names)
+    else:
+        inputs = columns_to_inputs(body["inputs"], input_names)
+    result = await plane.infer(name, inputs, version=version, label=label)
+    note_served_version(request.scope, result.model_version)
+    encoded = {key: encode_output(key, value) for key, value in result.outputs.items()}
+    if has_rows:
+        return json_response({"predictions": predictions_from_outputs(encoded, result.outputs)})
+    if len(encoded) == 1:
+        return json_response({"outputs": next(iter(encoded.values()))})
+    return json_response({"outputs": encoded})
+
+
+# ---- request decoding ------------------------------------------------------------------------
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and "b64" in value
+
+
+def rows_to_inputs(instances: Any, input_names: list[str]) -> dict[str, np.ndarray]:
+    """Row format: a list of instances, each a value (one-input model) or {input: value}."""
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInput("'instances' must be a non-empty list of rows")
+    first = instances[0]
+    if isinstance(first, dict) and not _is_b64(first):
+        keys = first.keys()
+        for index, instance in enumerate(instances):
+            if not isinstance(instance, dict) or instance.keys() != keys:
+                got = sorted(instance) if isinstance(instance, dict) else type(instance).__name__
+                raise InvalidInput(f"every instance must name the same inputs {sorted(keys)}; "
+                                   f"instance {index} has {got}")
+        return {key: _to_array([instance[key] for instance in instances], key)
+                for key in keys}
+    return {_only_input(input_names, "instance"): _to_array(instances, input_names[0])}
+
+
+def columns_to_inputs(columns: Any, input_names: list[str]) -> dict[str, np.ndarray]:
+    """Columnar format: {input: batch of values}, or the batch alone for one-input models."""
+    if isinstance(columns, dict) and not _is_b64(columns):
+        return {key: _to_array(value, key) for key, value in columns.items()}
+    return {_only_input(input_names, "'inputs' value"): _to_array(columns, input_names[0])}
+
+
+def _only_input(input_names: list[str], what: str) -> str:
+    if len(input_names) != 1:
+        raise InvalidInput(f"the model has inputs {input_names}: each {what} must be an "
+                           "object that names them")
+    return input_names[0]
+
+
+def _to_array(value: Any, input_name: str) -> np.ndarray:
+    """One input's nested lists as an array; `{"b64": ...}` leaves become `bytes` objects."""
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:  # ragged lists
+        raise InvalidInput(f"input {input_name!r} is not a rectangular array "
+                           f"(rows of different lengths): {exc}") from exc
+    if array.dtype.kind == "O":  # b64 objects (or junk the validator will name)
+        array = np.array(_decode_b64_leaves(value, input_name), dtype=object)
+    return array
+
+
+def _decode_b64_leaves(value: Any, input_name: str) -> Any:
+    if isinstance(value, list):
+        return [_decode_b64_leaves(item, input_name) for item in value]
+    if isinstance(value, dict):
+        if not _is_b64(value) or not isinstance(value["b64"], str):
+            raise InvalidInput(f"input {input_name!r}: the only object allowed as a value is "
+                               f'{{"b64": "<base64 string>"}}, got keys {sorted(value)}')
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInput(f"input {input_name!r}: invalid base64 in b64 value: "
+                               f"{exc}") from exc
+    return value
+
+
+# ---- response encoding -----------------------------------------------------------------------
+
+def encode_output(name: str, array: np.ndarray) -> Any:
+    """Numbers stay numpy (orjson writes them); strings become str, or b64 for `*_bytes`."""
+    if array.dtype.kind not in "OSU":
+        return np.ascontiguousarray(array)
+    if name.endswith(BINARY_OUTPUT_SUFFIX):
+        to_b64 = np.frompyfunc(lambda item: {"b64": base64.b64encode(item).decode("ascii")}, 1, 1)
+        return to_b64(array).tolist()
+    if array.dtype.kind == "U":
+        return array.tolist()
+    return np.strings.decode(array.astype(np.bytes_), "utf-8", "replace").tolist()
+
+
+def predictions_from_outputs(encoded: dict[str, Any], raw: dict[str, np.ndarray]) -> Any:
+    """`predictions`: the batch itself for one output, else one {output: value} per row."""
+    if len(encoded) == 1:
+        return next(iter(encoded.values()))
+    sizes = {key: (value.shape[0] if value.ndim else None) for key, value in raw.items()}
+    batch = next(iter(sizes.values()))
+    if batch is None or any(size != batch for size in sizes.values()):
+        raise InvalidInput(f"outputs have different batch sizes {sizes}: the row format "
+                           "cannot hold them; use the columnar format ('inputs')")
+    return [{key: column[row] for key, column in encoded.items()} for row in range(batch)]
+
+
+def _status_body(statuses: list[VersionStatus]) -> dict[str, Any]:
+    return {"model_version_status": [
+        {"version": str(status.version), "state": status.state.value,
+         "status": ({"error_code": "UNKNOWN", "error_message": status.error} if status.error
+                    else {"error_code": "OK", "error_message": ""})}
+        for status in statuses
+    ]}
+
+
+def _tensor_info(spec: TensorSpec, tensor_name: str) -> dict[str, Any]:
+    return {
+        "dtype": TF_DATATYPES.get(spec.tf_dtype, "DT_INVALID"),
+        "tensor_shape": {"dim": [{"size": str(size), "name": ""}
+                                 for size in spec.shape_with_minus_one],
+                         "unknown_rank": False},
+        "name": tensor_name,
+    }
+
+
+def _metadata_body(info: ModelMetadata) -> dict[str, Any]:
+    """GetModelMetadata's JSON: the `serving_default` signature def as TF Serving prints it."""
+    inputs = {key: _tensor_info(spec, f"{SERVING_SIGNATURE}_{key}:0")
+              for key, spec in info.inputs.items()}
+    outputs = {key: _tensor_info(spec, f"StatefulPartitionedCall:{index}")
+               for index, (key, spec) in enumerate(info.outputs.items())}
+    return {
+        "model_spec": {"name": info.name, "signature_name": "", "version": str(info.version)},
+        "metadata": {"signature_def": {
+            "signature_def": {SERVING_SIGNATURE: {
+                "inputs": inputs, "outputs": outputs, "method_name": PREDICT_METHOD,
+                "defaults": {},
+            }},
+        }},
+    }

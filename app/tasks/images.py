@@ -1,0 +1,195 @@
+"""Uploaded pictures -> the arrays the models were trained on (MNIST framing and polarity).
+
+People send photos, scans and drawings: any size, colour or grey, dark ink on white paper or
+light ink on a dark screen, with or without transparency. The models only ever saw MNIST: 28 px
+high, white ink on a black background, values in [0, 1], a single digit fitted into a 20x20 box
+centred by its centre of mass. Each function here makes one kind of upload look like that, and
+each conversion matches how its model's training data was made:
+
+- `digit_input` (mnist): crop to the ink, fit into 20x20, centre of mass at the middle of 28x28,
+  which is how MNIST itself was built.
+- `strip_input` (ocr): crop to the ink, scale so the typical digit is 20 px high like an MNIST
+  digit (the training strips are MNIST digits side by side), keep the aspect ratio.
+- `frame_input` (deskew): the whole picture is the frame. Cropping to the ink would normalise
+  away exactly the scale (and part of the rotation) the model is asked to measure, so the picture
+  is only padded to a square and resized to 28x28.
+
+All pure functions on numpy arrays (float32, `[H, W]`), apart from `decode_grayscale`.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+
+#: Media types the task endpoints read, and the Pillow formats they correspond to.
+IMAGE_MEDIA_TYPES: dict[str, str] = {"image/png": "PNG", "image/jpeg": "JPEG"}
+#: Bigger pictures are refused with 413 before their pixels are decoded (a 40 MP photo fits).
+MAX_IMAGE_PIXELS = 40_000_000
+
+MNIST_SIZE = 28
+DIGIT_BOX = 20  # MNIST fits each digit into 20x20 before centring it in 28x28
+STRIP_DIGIT_HEIGHT = 21  # median digit ink height; MNIST is ~20, 21 read best on held-out strips
+STRIP_SIDE_MARGIN = 4
+MAX_STRIP_WIDTH = 2048  # about 100 digits; a longer line is more likely a mistake than a number
+INK_THRESHOLD = 0.2  # after background removal and contrast stretch, what counts as ink
+MIN_INK_CONTRAST = 0.1  # below this the picture is considered blank
+BORDER_FRACTION = 0.05  # the border ring used to tell background from ink
+
+
+def decode_grayscale(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode a PNG or JPEG into MNIST polarity: float32 `[H, W]`, ink bright, background 0.
+
+    Raises InvalidInput for bytes that are no decodable picture, UnsupportedMediaType for a
+    picture in another format, PayloadTooLarge for one with more than `max_pixels` pixels
+    (checked from the header, before any pixel is decoded).
+    """
+    if not data:
+        raise InvalidInput("the image is empty; send a PNG or JPEG file")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        # Pillow's own guard fires first for giant headers; its limit is above ours anyway.
+        raise PayloadTooLarge(f"the image has more than {2 * Image.MAX_IMAGE_PIXELS} pixels; the "
+                              f"limit is {max_pixels} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InvalidInput(f"cannot decode the image ({type(exc).__name__}); "
+                           "expected a PNG or JPEG file") from None
+    with image:
+        if image.format not in IMAGE_MEDIA_TYPES.values():
+            raise UnsupportedMediaType(f"expected a PNG or JPEG image, got {image.format}")
+        width, height = image.size
+        if width * height > max_pixels:
+            raise PayloadTooLarge(f"the image has {width}x{height} pixels; the limit is "
+                                  f"{max_pixels} pixels")
+        try:
+            gray = _to_gray(ImageOps.exif_transpose(image))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise InvalidInput(f"cannot decode the image ({type(exc).__name__}: {exc}); the "
+                               "file is truncated or corrupt") from None
+    return to_mnist_polarity(gray)
+
+
+def _to_gray(image: Image.Image) -> np.ndarray:
+    """Luminance in [0, 1]; transparent areas count as white paper (ink on a clear canvas)."""
+    if image.mode.startswith("I"):  # 16-bit greyscale PNG: scale, do not clip, to 8 bits
+        values = np.asarray(image, dtype=np.float32)
+        return values / (65535.0 if values.max() > 255 else 255.0)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(paper, rgba)
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
+def to_mnist_polarity(gray: np.ndarray) -> np.ndarray:
+    """Make the ink bright on a zero background, whatever the picture's polarity and exposure.
+
+    The border ring decides: a mostly light border means dark ink on paper, so the picture is
+    inverted. The border's median is then the background level, which is subtracted, and the
+    result is stretched so the strongest ink is 1.0 (grey pencil on grey paper looks like MNIST).
+    """
+    height, width = gray.shape
+    ring = max(1, round(BORDER_FRACTION * min(height, width)))
+    border = np.concatenate([gray[:ring].ravel(), gray[-ring:].ravel(),
+                             gray[:, :ring].ravel(), gray[:, -ring:].ravel()])
+    if float(border.mean()) > 0.5:
+        gray = 1.0 - gray
+        border = 1.0 - border
+    ink = np.clip(gray - float(np.median(border)), 0.0, None)
+    peak = float(ink.max())
+    if peak < MIN_INK_CONTRAST:
+        raise InvalidInput("the image looks blank: no ink stands out from the background")
+    return (ink / peak).astype(np.float32)
+
+
+def _ink_box(ink: np.ndarray) -> np.ndarray:
+    rows = np.flatnonzero(ink.max(axis=1) > INK_THRESHOLD)
+    cols = np.flatnonzero(ink.max(axis=0) > INK_THRESHOLD)
+    return ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+
+def _resize(ink: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Shrink by area averaging (what a coarser sensor would have seen: no aliasing and the
+    least blur; the deskew model reads blur as a larger scale), enlarge bilinearly."""
+    picture = Image.fromarray(np.ascontiguousarray(ink, dtype=np.float32))
+    width, height = max(1, width), max(1, height)
+    shrinking = width <= picture.width and height <= picture.height
+    method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    resized = picture.resize((width, height), method)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def digit_input(ink: np.ndarray) -> np.ndarray:
+    """One digit framed like MNIST: `[1, 28, 28, 1]` float32."""
+    box = _ink_box(ink)
+    height, width = box.shape
+    factor = DIGIT_BOX / max(height, width)
+    digit = _resize(box, round(width * factor), round(height * factor))
+    canvas = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
+    top, left = _centre_of_mass_offset(digit)
+    canvas[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
+    return canvas[np.newaxis, :, :, np.newaxis]
+
+
+def _centre_of_mass_offset(digit: np.ndarray) -> tuple[int, int]:
+    """Top-left corner that puts the digit's centre of mass at the canvas centre, inside it."""
+    total = float(digit.sum())
+    rows, cols = np.indices(digit.shape)
+    centre = MNIST_SIZE / 2.0  # where MNIST digits have their centre of mass (14, 14)
+    top = round(centre - float((rows * digit).sum()) / total)
+    left = round(centre - float((cols * digit).sum()) / total)
+    top = min(max(top, 0), MNIST_SIZE - digit.shape[0])
+    left = min(max(left, 0), MNIST_SIZE - digit.shape[1])
+    return top, left
+
+
+def strip_input(ink: np.ndarray) -> np.ndarray:
+    """A line of digits, 28 px high, aspect ratio kept: `[1, 28, W, 1]` float32, W >= 28.
+
+    The scale comes from the digits, not from the line: each run of inked columns (a digit, or
+    touching digits) is measured and the median height is brought to MNIST's 20 px. The line's
+    own height also holds the digits' up-and-down jitter, which training strips have too, so it
+    is kept as it is (and only shrunk further when it would not fit in 28 rows).
+    """
+    box = _ink_box(ink)
+    height, width = box.shape
+    factor = min(STRIP_DIGIT_HEIGHT / _median_digit_height(box), MNIST_SIZE / height)
+    line_height, line_width = max(1, round(height * factor)), max(1, round(width * factor))
+    if line_width + 2 * STRIP_SIDE_MARGIN > MAX_STRIP_WIDTH:
+        raise InvalidInput(f"the line of ink is {width}x{height} pixels: at 28 px high it would be "
+                           f"wider than {MAX_STRIP_WIDTH} px; send one line of digits")
+    line = _resize(box, line_width, line_height)
+    canvas_width = max(MNIST_SIZE, line_width + 2 * STRIP_SIDE_MARGIN)
+    canvas = np.zeros((MNIST_SIZE, canvas_width), dtype=np.float32)
+    top = (MNIST_SIZE - line_height) // 2
+    left = (canvas_width - line_width) // 2
+    canvas[top:top + line_height, left:left + line_width] = line
+    return canvas[np.newaxis, :, :, np.newaxis]
+
+
+def _median_digit_height(box: np.ndarray) -> float:
+    """Median ink height of the runs of inked columns; specks under a quarter of the line's
+    height are left out so that a stray dot does not shrink the estimate."""
+    inked = np.concatenate([[False], box.max(axis=0) > INK_THRESHOLD, [False]])
+    edges = np.flatnonzero(inked[1:] != inked[:-1])
+    heights = []
+    for start, stop in zip(edges[::2], edges[1::2], strict=True):
+        rows = np.flatnonzero(box[:, start:stop].max(axis=1) > INK_THRESHOLD)
+        heights.append(rows[-1] - rows[0] + 1)
+    tall_enough = [h for h in heights if h >= box.shape[0] / 4]
+    return float(np.median(tall_enough or heights))
+
+
+def frame_input(ink: np.ndarray) -> np.ndarray:
+    """The whole picture padded to a square around its centre and resized: `[1, 28, 28, 1]`."""
+    height, width = ink.shape
+    side = max(height, width)
+    square = np.zeros((side, side), dtype=np.float32)
+    top, left = (side - height) // 2, (side - width) // 2
+    square[top:top + height, left:left + width] = ink
+    return _resize(square, MNIST_SIZE, MNIST_SIZE)[np.newaxis, :, :, np.newaxis]
