@@ -1,0 +1,81 @@
+"""A bounded load: a few httpx clients in threads, each recording every request it made."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from tests.lifecycle.conftest import MODEL, v2_infer_body
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request as the client saw it (monotonic times; status 0: transport error)."""
+
+    started: float
+    finished: float
+    status: int
+    version: int | None
+    error: str = ""
+
+
+@dataclass
+class BoundedLoad:
+    """`clients` threads sending v2 infer requests until `stop()`, `max_seconds` or
+    `max_requests` each; `pause_s` between requests keeps the two shared cores usable."""
+
+    url: str
+    clients: int = 3
+    pause_s: float = 0.02
+    max_seconds: float = 240.0
+    max_requests: int = 20000
+    stop_on_transport_error: bool = False
+    outcomes: list[Outcome] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> BoundedLoad:
+        body = v2_infer_body()
+        for index in range(self.clients):
+            thread = threading.Thread(target=self._client, args=(body,), daemon=True,
+                                      name=f"load-{index}")
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> list[Outcome]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        with self._lock:
+            return sorted(self.outcomes, key=lambda o: o.started)
+
+    def _client(self, body: dict[str, Any]) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        with httpx.Client(base_url=self.url, timeout=30.0) as client:
+            for _ in range(self.max_requests):
+                if self._stop.is_set() or time.monotonic() > deadline:
+                    return
+                started = time.monotonic()
+                try:
+                    response = client.post(f"/v2/models/{MODEL}/infer", json=body)
+                except httpx.TransportError as exc:
+                    self._add(Outcome(started, time.monotonic(), 0, None, repr(exc)))
+                    if self.stop_on_transport_error:
+                        return
+                    continue
+                version = (int(response.json()["model_version"])
+                           if response.status_code == 200 else None)
+                self._add(Outcome(started, time.monotonic(), response.status_code, version,
+                                  "" if response.status_code == 200 else response.text))
+                if self.pause_s:
+                    time.sleep(self.pause_s)
+
+    def _add(self, outcome: Outcome) -> None:
+        with self._lock:
+            self.outcomes.append(outcome)
