@@ -55,12 +55,16 @@ class DeviceReport:
         return asdict(self)
 
 
-def configure_devices(options: DeviceOptions) -> DeviceReport:
+def configure_devices(options: DeviceOptions, initialize: bool = True) -> DeviceReport:
     """Apply `options` to TensorFlow's runtime and report the resulting configuration.
 
     Must run before TensorFlow initialises its devices. If it is called again after that
     (e.g. several apps built in one test process), options that can no longer change are left
     as they are and the fact is recorded in `notes` instead of failing.
+
+    `initialize=False` leaves the runtime uninitialised (the report then lists no logical
+    devices): `MultiWorkerMirroredStrategy` must be created after the options are applied but
+    before the runtime starts, because it configures collective ops at that moment.
     """
     import tensorflow as tf
 
@@ -114,7 +118,8 @@ def configure_devices(options: DeviceOptions) -> DeviceReport:
         mode=mode,
         physical_gpus=[d.name for d in gpus],
         visible_devices=[d.name for d in tf.config.get_visible_devices()],
-        logical_devices=[d.name for d in tf.config.list_logical_devices()],
+        logical_devices=([d.name for d in tf.config.list_logical_devices()]
+                         if initialize else []),
         gpu_memory_growth=options.gpu_memory_growth,
         gpu_memory_limit_mb=options.gpu_memory_limit_mb,
         log_device_placement=options.log_device_placement,

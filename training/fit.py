@@ -86,15 +86,10 @@ def load_recipe(name: str) -> Recipe:
 def run(job: TrainingJob) -> TrainingResult:
     """Train, evaluate and publish one model; returns what the final summary line reports."""
     started = time.monotonic()
-    if job.strategy == "multi-worker":
-        # MultiWorkerMirroredStrategy must configure collective ops before the runtime starts,
-        # and configure_devices' report (it lists logical devices) starts it. Options that can
-        # no longer change are recorded in the report's notes instead of being applied.
-        strategy = make_strategy(job.strategy)
-        device_report = configure_devices(job.devices)
-    else:
-        device_report = configure_devices(job.devices)  # before anything touches a device
-        strategy = make_strategy(job.strategy)
+    # Device options first, before anything touches a device; MultiWorkerMirroredStrategy must
+    # then be created before the runtime starts, so the report leaves the runtime alone for it.
+    device_report = configure_devices(job.devices, initialize=job.strategy != "multi-worker")
+    strategy = make_strategy(job.strategy)
 
     import keras
 
