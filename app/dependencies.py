@@ -14,11 +14,13 @@ from app.dataplane import DataPlane
 from app.settings import Settings
 
 
-def get_dataplane(request: Request) -> DataPlane:
+# `async def` on purpose: FastAPI runs plain-function dependencies in its thread pool, which
+# costs a thread hop per request and makes health checks queue behind busy image decoding.
+async def get_dataplane(request: Request) -> DataPlane:
     return request.app.state.dataplane
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
