@@ -20,7 +20,7 @@ from pathlib import Path
 
 from app.batching import BatchingOptions
 from app.errors import InvalidInput, NotFound, Unavailable
-from app.repository import RepositoryError, VersionDir, VersionPolicy, scan_repository
+from app.repository import RepositoryError, VersionDir, VersionPolicy
 from app.runners import Runner, RunnerFactory, build_runner
 from app.servable import ModelLoadError, Servable
 
@@ -65,7 +65,7 @@ class ModelVersion:
 
 
 class ModelRegistry:
-    """All served models. Build it, then `await load_repository()`; `close()` at shutdown."""
+    """All served models. `app.reloader` decides what to load; `close()` at shutdown."""
 
     def __init__(self, repository: Path, batching: BatchingOptions,
                  runner_factory: RunnerFactory = build_runner,
@@ -73,7 +73,6 @@ class ModelRegistry:
         self.repository = repository
         self.default_batching = batching
         self.batching_overrides: dict[str, BatchingOptions] = {}  # per model (repository config)
-        self.policies: dict[str, VersionPolicy] = {}  # per model; default below
         self.default_policy = policy or VersionPolicy()
         self._runner_factory = runner_factory
         self._warm_up = warm_up
@@ -82,30 +81,6 @@ class ModelRegistry:
         self.initial_load_done = False
 
     # ---- loading -------------------------------------------------------------------------
-
-    async def load_repository(self) -> None:
-        """Scan the repository and load every version the policies select, one at a time.
-
-        Versions are registered as START first so status shows all of them while the first
-        ones load; a failure is recorded on its version and the others go on.
-        """
-        try:
-            models = scan_repository(self.repository)
-        except RepositoryError as exc:
-            log.error("%s", exc)
-            models = {}
-        wanted: list[VersionDir] = []
-        for name, model in models.items():
-            policy = self.policies.get(name, self.default_policy)
-            for version_dir in policy.select(model.versions):
-                self._register(version_dir)
-                wanted.append(version_dir)
-        for version_dir in wanted:
-            await self.load_version(version_dir)
-        self.initial_load_done = True
-        log.info("initial load done: %s", {
-            name: {v: mv.state.value for v, mv in versions.items()}
-            for name, versions in self._models.items()})
 
     def _register(self, version_dir: VersionDir) -> ModelVersion:
         versions = self._models.setdefault(version_dir.name, {})

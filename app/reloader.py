@@ -312,8 +312,6 @@ class RepositoryReloader:
             return set()
         previous, self.config = self.config, config
         self.config_error = None
-        self.registry.policies = {name: model.policy for name, model in config.models.items()
-                                  if model.policy is not None}
         overrides = {name: model.batching_options(self._default_batching)
                      for name, model in config.models.items()}
         self.registry.batching_overrides = {name: options for name, options in overrides.items()

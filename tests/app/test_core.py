@@ -18,6 +18,7 @@ from app.batching import BatchingOptions
 from app.dataplane import DataPlane, validate_inputs
 from app.errors import InvalidInput, NotFound, Unavailable
 from app.registry import ModelRegistry, VersionState
+from app.reloader import RepositoryReloader
 from app.repository import RepositoryError, VersionPolicy, read_metadata, scan_repository
 from app.runners import UnbatchedRunner
 from app.servable import ModelLoadError, Servable
@@ -131,6 +132,13 @@ def test_unbatched_runner_refuses_work_after_close(mnist: Servable, heldout_digi
     asyncio.run(scenario())
 
 
+async def initial_load(registry: ModelRegistry) -> None:
+    """What the app's start does: one reconcile pass of the reloader, polling off."""
+    reloader = RepositoryReloader(registry, registry.repository / "config.yaml",
+                                  poll_interval_s=0, drain_timeout_s=5)
+    await reloader.run()
+
+
 def test_registry_serves_newest_version_and_reports_failures(
         model_repository: Path, tmp_path: Path, heldout_digits) -> None:
     repository = tmp_path / "repository"
@@ -142,7 +150,7 @@ def test_registry_serves_newest_version_and_reports_failures(
         registry = ModelRegistry(repository, UNBATCHED, policy=VersionPolicy("all"))
         plane = DataPlane(registry, device_report=None)
         assert not plane.ready()
-        await registry.load_repository()
+        await initial_load(registry)
         assert plane.ready()
         assert registry.resolve("mnist").version == 2
         assert plane.model_ready("mnist", 1) and not plane.model_ready(BROKEN_MODEL)
@@ -182,7 +190,7 @@ def test_batched_and_unbatched_data_planes_agree(model_repository: Path, tmp_pat
 
     async def outputs_with(options: BatchingOptions) -> list[dict[str, np.ndarray]]:
         registry = ModelRegistry(tmp_path, options)
-        await registry.load_repository()
+        await initial_load(registry)
         plane = DataPlane(registry, device_report=None)
         results = await asyncio.gather(*(plane.infer("ocr", {"image": images})
                                          for images, _ in heldout_strips))
