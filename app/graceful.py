@@ -27,6 +27,8 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from app.heap import freeze_heap_after_initial_load
+
 log = logging.getLogger(__name__)
 DRAIN_POLL_S = 0.02
 
@@ -44,7 +46,13 @@ class GracefulServer(uvicorn.Server):
 
     async def serve(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
+        # Not part of shutdown, but this is where the single-worker server's loop starts.
+        freezer = self._loop.create_task(freeze_heap_after_initial_load(self._app.state.registry),
+                                         name="freeze-heap")
+        try:
+            await super().serve(sockets)
+        finally:
+            freezer.cancel()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Signal handler: start the drain (first signal) or stop now (second one)."""
@@ -86,14 +94,18 @@ def in_flight_inference(app: FastAPI) -> int:
 
 
 def serve_gracefully(app: FastAPI, host: str, port: int, log_level: str, grace_s: float,
-                     json_logs: bool = False) -> None:
-    """Serve `app` until SIGTERM/SIGINT, drain it, and return (the caller exits 0)."""
+                     json_logs: bool = False, access_log: bool = False) -> None:
+    """Serve `app` until SIGTERM/SIGINT, drain it, and return (the caller exits 0).
+
+    uvicorn's access log is off by default (`access_log`): a log line per request is a cost on
+    the hot path; with JSON logs the observability middleware's request line replaces it.
+    """
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level,
         # JSON logs: uvicorn's loggers go through the root handler and its JSON formatter; the
         # observability middleware's request line replaces uvicorn's access log.
         log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
-        access_log=not json_logs,
+        access_log=access_log and not json_logs,
         timeout_graceful_shutdown=max(int(grace_s), 1),
     )
     GracefulServer(config, app, grace_s).run()

@@ -30,6 +30,7 @@ from app.metrics import ServiceMetrics
 from app.observability import RequestObserver, use_log_format
 from app.protocols import kserve_v2, repository_control, tfserving
 from app.protocols.common import json_response
+from app.protocols.hot_routes import hoist_inference_routes
 from app.registry import ModelRegistry
 from app.reloader import RepositoryReloader
 from app.runners import Runner, build_runner
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None,
                    repository_control.build_router(), metrics.build_router(),
                    tasks.build_router()):
         app.include_router(router)
+    hoist_inference_routes(app)
     log.info("%s %s: model repository %s", SERVER_NAME, SERVER_VERSION,
              settings.model_repository)
     return app

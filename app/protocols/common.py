@@ -27,17 +27,26 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def read_json_body(request: Request) -> Any:
-    """The parsed body; 415 for a non-JSON content type, 400 for malformed JSON."""
+async def read_json_bytes(request: Request) -> bytes:
+    """The raw body of a JSON request; 415 for a non-JSON content type."""
     kind = media_type(request)
     if kind not in JSON_COMPATIBLE_TYPES and not kind.endswith("+json"):
         raise UnsupportedMediaType(f"expected a JSON body (Content-Type: {JSON_MEDIA_TYPE}), "
                                    f"got Content-Type {kind!r}")
-    body = await request.body()
+    return await request.body()
+
+
+def parse_json(body: bytes) -> Any:
+    """orjson's parse; 400 for malformed JSON."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"malformed JSON body: {exc}") from exc
+
+
+async def read_json_body(request: Request) -> Any:
+    """The parsed body; 415 for a non-JSON content type, 400 for malformed JSON."""
+    return parse_json(await read_json_bytes(request))
 
 
 def json_response(content: Any, status_code: int = 200,

@@ -1,0 +1,31 @@
+"""Keep the garbage collector's full collections short: freeze the heap once models are loaded.
+
+Why: with TensorFlow and the repository's models loaded the process tracks about 400,000
+objects, and a full (generation 2) collection walks them all: about 200 ms here, during which
+every request in flight waits (the 240 ms p99 spikes seen at concurrency 32). What exists once
+the initial load is done lives as long as the process; `gc.freeze()` moves it out of the
+collector's view, so later full collections walk only what was allocated since (under 1 ms).
+Versions loaded later stay visible to the collector, which is only slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+POLL_S = 0.05
+
+
+async def freeze_heap_after_initial_load(registry: Any) -> None:
+    """Wait for `registry.initial_load_done`, collect once, then freeze what is left."""
+    while not registry.initial_load_done:
+        await asyncio.sleep(POLL_S)
+    started = time.perf_counter()
+    gc.collect()
+    gc.freeze()
+    log.info("froze %d objects out of the garbage collector's view in %.0f ms",
+             gc.get_freeze_count(), (time.perf_counter() - started) * 1000)
