@@ -216,6 +216,24 @@ def _assert_same_outputs(merged: dict[str, np.ndarray], alone: dict[str, np.ndar
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=key)
 
 
+async def _queued_behind_blocker(batcher: DynamicBatcher, gated: Any,
+                                  blocker: dict[str, np.ndarray],
+                                  requests: list[dict[str, np.ndarray]]
+                                  ) -> list[dict[str, np.ndarray]]:
+    """Hold the only inference thread on `blocker`, queue `requests` meanwhile, then let go:
+    the queued requests are batched together. Closes the batcher; returns their results."""
+    gated.hold()
+    first = asyncio.ensure_future(batcher.submit(blocker))
+    await _wait_for(gated.entered)  # the thread is busy: the rest queue up together
+    rest = [asyncio.ensure_future(batcher.submit(r)) for r in requests]
+    await asyncio.sleep(0.05)
+    gated.release()
+    await first
+    results = await asyncio.gather(*rest)
+    await batcher.close(5)
+    return results
+
+
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_merged_results_equal_unmerged(servables: dict[str, Servable], name: str,
                                        run: Any) -> None:
@@ -227,19 +245,7 @@ def test_merged_results_equal_unmerged(servables: dict[str, Servable], name: str
     requests = _requests_for(servable, np.random.default_rng(7))
     blocker = {"image": requests[0]["image"][:1].copy()}
 
-    async def scenario() -> list[dict[str, np.ndarray]]:
-        gated.hold()
-        first = asyncio.ensure_future(batcher.submit(blocker))
-        await _wait_for(gated.entered)  # the thread is busy: the rest queue up together
-        rest = [asyncio.ensure_future(batcher.submit(r)) for r in requests]
-        await asyncio.sleep(0.05)
-        gated.release()
-        await first
-        results = await asyncio.gather(*rest)
-        await batcher.close(5)
-        return results
-
-    results = run(scenario())
+    results = run(_queued_behind_blocker(batcher, gated, blocker, requests))
     assert recorder.batches[-1] == (sum(len(r["image"]) for r in requests), len(requests))
     widest = max(r["image"].shape[2] for r in requests)
     for request, merged in zip(requests, results, strict=True):
@@ -270,19 +276,7 @@ def test_ocr_without_padding_merges_equal_widths_only(servables: dict[str, Serva
     widths = (40, 96, 40, 96, 40)
     requests = [{"image": rng.random((1, 28, w, 1), dtype=np.float32)} for w in widths]
 
-    async def scenario() -> list[dict[str, np.ndarray]]:
-        gated.hold()
-        first = asyncio.ensure_future(batcher.submit(requests[0]))
-        await _wait_for(gated.entered)
-        rest = [asyncio.ensure_future(batcher.submit(r)) for r in requests]
-        await asyncio.sleep(0.05)
-        gated.release()
-        await first
-        results = await asyncio.gather(*rest)
-        await batcher.close(5)
-        return results
-
-    results = run(scenario())
+    results = run(_queued_behind_blocker(batcher, gated, requests[0], requests))
     assert gated.calls == [1, 3, 2]  # the blocker, then {40, 40, 40} and {96, 96}
     for request, result in zip(requests, results, strict=True):
         _assert_same_outputs(result, servable.predict(request))
@@ -297,22 +291,9 @@ def test_ocr_groups_similar_widths(servables: dict[str, Servable], run: Any) -> 
                              recorder)
     widths = (448, 28, 420, 32)
 
-    async def scenario() -> list[dict[str, np.ndarray]]:
-        gated.hold()
-        first = asyncio.ensure_future(batcher.submit({"image": np.zeros((1, 28, 28, 1),
-                                                                         np.float32)}))
-        await _wait_for(gated.entered)
-        rest = [asyncio.ensure_future(batcher.submit({"image": np.zeros((1, 28, w, 1),
-                                                                         np.float32)}))
-                for w in widths]
-        await asyncio.sleep(0.05)
-        gated.release()
-        await first
-        results = await asyncio.gather(*rest)
-        await batcher.close(5)
-        return results
-
-    results = run(scenario())
+    requests = [{"image": np.zeros((1, 28, w, 1), np.float32)} for w in widths]
+    blocker = {"image": np.zeros((1, 28, 28, 1), np.float32)}
+    results = run(_queued_behind_blocker(batcher, gated, blocker, requests))
     assert sorted(recorder.batches[1:]) == [(2, 2), (2, 2)]  # {448, 420} and {28, 32}
     for width, result in zip(widths, results, strict=True):
         assert result["probabilities"].shape[1] == math.ceil(width / 4)
