@@ -10,12 +10,11 @@ Run: .venv/bin/python -m bench.servers.naive --model-dir models/mnist/1 --port 8
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
-import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
+
+from bench.servers.baseline_cli import serve_baseline
 
 
 class PredictRequest(BaseModel):
@@ -65,11 +64,7 @@ def create_app(model_dir: str) -> FastAPI:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="naive FastAPI + model.predict baseline")
-    parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    uvicorn.run(create_app(args.model_dir), host="127.0.0.1", port=args.port, log_level="warning")
+    serve_baseline(create_app, "naive FastAPI + model.predict baseline")
 
 
 if __name__ == "__main__":

@@ -10,14 +10,12 @@ Run: .venv/bin/python -m bench.servers.unbatched --model-dir models/mnist/1 --po
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import orjson
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from bench.servers.baseline_cli import serve_baseline
 from bench.servers.savedmodel import load_signature
 
 
@@ -47,11 +45,7 @@ def create_app(model_dir: str) -> FastAPI:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="unbatched FastAPI baseline")
-    parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    uvicorn.run(create_app(args.model_dir), host="127.0.0.1", port=args.port, log_level="warning")
+    serve_baseline(create_app, "unbatched FastAPI baseline")
 
 
 if __name__ == "__main__":
