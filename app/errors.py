@@ -8,6 +8,9 @@ a 500 with a generic message (the traceback goes to the log, never to the client
 | kind | status | when |
 | --- | --- | --- |
 | InvalidInput | 400 | malformed JSON, wrong input name / shape / dtype, undecodable image |
+| Unauthorized | 401 | missing or wrong bearer token (answer carries `WWW-Authenticate: Bearer`) |
+| Forbidden | 403 | admin route without admin access configured or with a non-admin token; a |
+|  |  | cross-site request to an admin route |
 | NotFound | 404 | unknown model, version or label |
 | Conflict | 409 | a control action that contradicts the current state |
 | PayloadTooLarge | 413 | body over the configured limit |
@@ -19,19 +22,39 @@ a 500 with a generic message (the traceback goes to the log, never to the client
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class ServingError(Exception):
-    """Base class: a client-facing message plus the HTTP status it maps to."""
+    """Base class: a client-facing message plus the HTTP status it maps to.
+
+    `headers` are response headers the error needs (401's `WWW-Authenticate`); the one handler
+    in `app.main` sends them with the JSON body.
+    """
 
     status_code: int = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers: dict[str, str] | None = dict(headers) if headers else None
 
 
 class InvalidInput(ServingError):
     status_code = 400
+
+
+class Unauthorized(ServingError):
+    """Missing or wrong credentials: always tells the client to use a bearer token."""
+
+    status_code = 401
+
+    def __init__(self, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message, {"WWW-Authenticate": "Bearer", **(headers or {})})
+
+
+class Forbidden(ServingError):
+    status_code = 403
 
 
 class NotFound(ServingError):

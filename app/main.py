@@ -115,7 +115,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServingError)
     async def serving_error(_: Request, exc: ServingError) -> Response:
-        return json_response({"error": exc.message}, status_code=exc.status_code)
+        return json_response({"error": exc.message}, status_code=exc.status_code,
+                             headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:
