@@ -34,6 +34,7 @@ from app.protocols.hot_routes import hoist_inference_routes
 from app.registry import ModelRegistry
 from app.reloader import RepositoryReloader
 from app.runners import Runner, build_runner
+from app.security.http import AccessMiddleware
 from app.servable import Servable
 from app.settings import Settings
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None,
     settings = settings or Settings()
     configure_logging(settings.log_level)
     use_log_format(settings.log_format)
+    token_guard = settings.token_guard()  # token files read once, before anything loads
     report = device_report or configure_devices(settings.device_options())
     service_metrics = ServiceMetrics()
 
@@ -91,7 +93,10 @@ def create_app(settings: Settings | None = None,
     app.state.registry = registry
     app.state.reloader = reloader
     app.state.metrics = service_metrics
+    app.state.token_guard = token_guard
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Tokens before anything reads a body; inside the observer, so 401/403 are counted.
+    app.add_middleware(AccessMiddleware, guard=token_guard, cors_origins=settings.cors_origins)
     app.add_middleware(RequestObserver, metrics=service_metrics,  # outermost: sees everything
                        is_known_model=lambda name: name in registry.model_names())
     install_error_handlers(app)

@@ -12,7 +12,7 @@ PEERS=("$@")
 [ ${#PEERS[@]} -eq 0 ] && PEERS=(pytriton mlserver)
 
 # The SavedModel is served by the same TensorFlow as the service's (same wheel, same kernels).
-TF_REQ=$(.venv/bin/python -c 'import importlib.metadata as m; print("tensorflow-cpu=="+m.version("tensorflow-cpu"))' 2>/dev/null || echo "tensorflow-cpu~=2.21.0")
+TF_REQ=$(.venv/bin/python -c 'import importlib.metadata as m; print("tensorflow=="+m.version("tensorflow"))' 2>/dev/null || echo "tensorflow~=2.21.0")
 
 install_peer() {
   local name="$1"; shift

@@ -1,10 +1,11 @@
 """Print the pip requirements of one image variant, read from pyproject.toml.
 
-Why this exists: `pip install .[gpu]` would install both `tensorflow-cpu` (a base dependency on
-x86_64) and `tensorflow[and-cuda]` (the `gpu` extra). Both ship the `tensorflow` module, so the
-second silently overwrites files of the first. The GPU image therefore installs the base
-dependencies *without* any TensorFlow distribution, plus the `gpu` extra, and the project itself
-with `--no-deps`. Reading the list from pyproject.toml keeps one source of truth, and installing
+Why this exists: the project installs exactly one TensorFlow distribution, `tensorflow` (the
+one tensorflow-serving-api requires); the GPU image wants it with its CUDA libraries,
+`tensorflow[and-cuda]` (the `gpu` extra). The GPU image therefore installs the base dependencies
+with the plain TensorFlow requirement replaced by the `gpu` extra's, and the project itself with
+`--no-deps`; `tensorflow-cpu` is never listed, so no second distribution of the `tensorflow`
+module can overwrite the first. Reading the list from pyproject.toml keeps one source of truth, and installing
 it before the source code is copied lets Docker cache the heavy layer across code changes.
 The build backend (`[build-system] requires`) is listed too, so the project wheel is built later
 with `--no-build-isolation`, without a second trip to the package index.

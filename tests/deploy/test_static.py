@@ -180,12 +180,14 @@ def test_image_requirements_install_exactly_one_tensorflow(variant: str) -> None
     listed = run(["python3", str(REPO_ROOT / "deploy/docker/requirements.py"), variant,
                   str(REPO_ROOT / "pyproject.toml")], timeout=30).stdout.splitlines()
     names = [re.split(r"[\[~=<>;! ]", line, maxsplit=1)[0].lower() for line in listed]
+    # One distribution of the `tensorflow` module, never `tensorflow-cpu` beside it (the
+    # serving API's gRPC package requires `tensorflow` itself).
+    assert "tensorflow-cpu" not in names
+    assert names.count("tensorflow") == 1
+    assert "tensorflow-serving-api" in names
     if variant == "cpu":
-        assert "tensorflow-cpu" in names
         assert not any(line.startswith("tensorflow[") for line in listed)
     else:
-        assert "tensorflow-cpu" not in names
-        assert names.count("tensorflow") == 1
         assert any(line.startswith("tensorflow[and-cuda]") for line in listed)
     assert {"fastapi", "keras", "setuptools"} <= set(names)
 
