@@ -41,10 +41,24 @@ def debian_mirror(sources: tuple[Path, ...] = APT_SOURCES) -> str:
     return DEFAULT_MIRROR
 
 
+def has_image(engine: DockerEngine, tag: str) -> bool:
+    return engine.docker("image", "inspect", tag, timeout=30, check=False).returncode == 0
+
+
 def ensure_base_image(engine: DockerEngine) -> str:
     """Make `python:3.11-slim` available in `engine`; return how ("present" or "stand-in")."""
-    if engine.docker("image", "inspect", BASE_TAG, timeout=30, check=False).returncode == 0:
+    if has_image(engine, BASE_TAG):
         return "present"
+    ensure_minbase_image(engine)
+    engine.docker("build", "-t", BASE_TAG, str(STANDIN_DIR), timeout=600)
+    return "stand-in"
+
+
+def ensure_minbase_image(engine: DockerEngine) -> None:
+    """Make the minimal Debian bookworm image (`MINBASE_TAG`) available in `engine`: the base of
+    the python:3.11-slim stand-in, and the stand-in for the CUDA base of the GPU stages."""
+    if has_image(engine, MINBASE_TAG):
+        return
     if shutil.which("debootstrap") is None:
         raise EngineUnavailable("debootstrap is missing: cannot build the python:3.11-slim "
                                 "stand-in")
@@ -57,8 +71,6 @@ def ensure_base_image(engine: DockerEngine) -> str:
         raise EngineUnavailable(f"debootstrap of Debian bookworm failed:\n{exc}") from exc
     finally:
         shutil.rmtree(rootfs, ignore_errors=True)
-    engine.docker("build", "-t", BASE_TAG, str(STANDIN_DIR), timeout=600)
-    return "stand-in"
 
 
 def _import_rootfs(engine: DockerEngine, rootfs: Path) -> None:

@@ -1,9 +1,9 @@
 """Fixtures for the deployment tests: tool paths, and a private Docker engine for the real run.
 
 The engine fixture is session-scoped and stopped at the end of the session. Where the machine
-cannot run an engine (not root, not Linux, no apt) the real tests skip and say why. Under CI=true
-on a machine that should run one, any failure to set it up fails instead: a skip there would hide
-a broken deployment.
+cannot run an engine (not root, not Linux, no apt) or its setup fails, the real tests skip and
+say why; under CI=true no such reason is on the allow-list (tests/conftest.py), so the run fails
+instead: a skip there would hide a broken deployment.
 """
 
 from __future__ import annotations
@@ -33,17 +33,6 @@ def tool(name: str) -> Path:
     return Path(found)
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"true", "1", "yes"}
-
-
-def unavailable(reason: str) -> None:
-    """Skip with `reason`, or fail when CI should have been able to run it."""
-    if in_ci() and machine_can_host_engine() is None:
-        pytest.fail(f"Docker engine setup failed on CI: {reason}")
-    pytest.skip(f"no Docker engine: {reason}")
-
-
 @pytest.fixture(scope="session")
 def compose_binary() -> Path:
     return tool("docker-compose")
@@ -61,8 +50,7 @@ def docker_engine() -> Iterator[DockerEngine]:
     try:
         engine = start_engine()
     except EngineUnavailable as exc:
-        unavailable(str(exc))
-        raise  # unreachable: unavailable() skips or fails
+        pytest.skip(f"no Docker engine: {exc}")
     try:
         yield engine
     finally:

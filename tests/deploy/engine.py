@@ -96,12 +96,6 @@ class DockerEngine:
         except OSError:
             return ""
 
-    def bridge_gateway(self) -> str:
-        """The host's address on the default bridge, reachable from build containers."""
-        shown = self.docker("network", "inspect", "bridge", "--format",
-                            "{{(index .IPAM.Config 0).Gateway}}", timeout=30)
-        return shown.stdout.strip()
-
     def trim_cache(self) -> None:
         """Keep the cached data root bounded: every rebuild leaves a dangling multi-GB image
         and build cache behind. The newest cache (what the next run reuses) is kept."""

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.deploy.base_image import MINBASE_TAG, ensure_base_image
+from tests.deploy.base_image import MINBASE_TAG, ensure_base_image, ensure_minbase_image
 from tests.deploy.conftest import REPO_ROOT, tool
 from tests.deploy.engine import DockerEngine
 from tests.deploy.processes import CommandFailed, run
@@ -51,16 +51,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def hot_reload_is_in_image(engine: DockerEngine) -> bool:
-    """Polling for new versions (KERASSERVE_POLL_INTERVAL) was added to app/ separately: ask the
-    built image's own settings, not the working tree, which may be newer than the image."""
-    shown = engine.docker("run", "--rm", "--entrypoint", "python", IMAGE, "-c",
-                          "from app.settings import Settings; "
-                          "print('poll_interval' in Settings.model_fields)",
-                          timeout=120, check=False)
-    return shown.stdout.strip().endswith("True")
-
-
 @pytest.fixture(scope="module")
 def runner(docker_engine: DockerEngine, compose_binary: Path,
            session_workdir: Path) -> Iterator[ReadmeRunner]:
@@ -69,7 +59,7 @@ def runner(docker_engine: DockerEngine, compose_binary: Path,
     how = ensure_base_image(docker_engine)
     timings[f"base image ({how})"] = time.monotonic() - started
     started = time.monotonic()
-    wheels = serve_wheels(download_wheels("cpu"), docker_engine.bridge_gateway())
+    wheels = serve_wheels(download_wheels("cpu"))
     timings["wheels"] = time.monotonic() - started
     bin_dir, docker_config = prepare_cli(docker_engine, compose_binary, session_workdir)
     assert compose_plugin_works(docker_engine, bin_dir, docker_config), \
@@ -152,8 +142,7 @@ def test_gpu_variant_builds_up_to_its_dependency_list(runner: ReadmeRunner,
     Python 3.11 with apt (on the Debian stand-in, which names the packages as Ubuntu does) and
     the requirement list that swaps tensorflow-cpu for tensorflow[and-cuda]."""
     engine = runner.engine
-    if engine.docker("image", "inspect", MINBASE_TAG, timeout=30, check=False).returncode != 0:
-        pytest.skip(f"{MINBASE_TAG} is only there when the python:3.11-slim stand-in was built")
+    ensure_minbase_image(engine)
     tag = "kerasserve-gpu-requirements:test"
     engine.docker("build", "--build-arg", "VARIANT=gpu", "--build-arg",
                   f"CUDA_IMAGE={MINBASE_TAG}", "--target", "requirements", "-t", tag,
@@ -224,9 +213,6 @@ def test_trainer_publishes_a_version_the_running_server_serves(
     after = server_container(runner)
     assert after["State"]["StartedAt"] == before["State"]["StartedAt"]
     assert after["RestartCount"] == 0
-    if versions.get("2") != "AVAILABLE" and not hot_reload_is_in_image(runner.engine):
-        pytest.xfail("the trainer published mnist/2 but the image's app/ has no hot reload "
-                     "polling (KERASSERVE_POLL_INTERVAL) yet")
     assert versions.get("2") == "AVAILABLE", versions
     answered = httpx.post(f"{stack}/v2/models/mnist/versions/2/infer", timeout=30,
                           json=json.loads((REPO_ROOT / "deploy/examples/mnist-v2.json")

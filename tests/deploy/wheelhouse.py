@@ -3,8 +3,12 @@
 Why: inside a build container pip cannot verify this network's TLS proxy, and downloading
 TensorFlow again for every cold build is slow. The host's pip downloads the image's requirements
 (deploy/docker/requirements.py, the same list the Dockerfile installs) into a cached folder, and a
-small HTTP server on the Docker bridge serves it as a pip "find-links" page. The build then gets
-the Dockerfile's documented mirror build args (PIP_NO_INDEX, PIP_FIND_LINKS, PIP_TRUSTED_HOST).
+small HTTP server on the host's loopback serves it as a pip "find-links" page. The build runs with
+the host's network (`docker build --network host`), so its containers reach that loopback server
+without depending on any address of the Docker bridge: on an engine that created its bridge
+itself, `docker network inspect bridge` reports no gateway, and builds pointed at it failed. The
+build then gets the Dockerfile's documented mirror build args (PIP_NO_INDEX, PIP_FIND_LINKS,
+PIP_TRUSTED_HOST), so nothing in the Dockerfile is test-specific.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tests.deploy.processes import run
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WHEELHOUSE = CACHE_ROOT / "wheelhouse"
 PREFERRED_PORT = 38765
+LOOPBACK = "127.0.0.1"
 
 
 def download_wheels(variant: str = "cpu", target: Path = WHEELHOUSE) -> Path:
@@ -72,8 +77,10 @@ class WheelServer:
         return f"http://{self.host}:{self.server.server_address[1]}/"
 
     def build_args(self) -> list[str]:
-        """`docker build` arguments that make pip install from this server only."""
-        return ["--build-arg", "PIP_NO_INDEX=1", "--build-arg", f"PIP_FIND_LINKS={self.url}",
+        """`docker build` options that make pip install from this server only: the host's
+        network (the server listens on the host's loopback) and pip's mirror settings."""
+        return ["--network", "host",
+                "--build-arg", "PIP_NO_INDEX=1", "--build-arg", f"PIP_FIND_LINKS={self.url}",
                 "--build-arg", f"PIP_TRUSTED_HOST={self.host}"]
 
     def stop(self) -> None:
@@ -82,7 +89,7 @@ class WheelServer:
         self.thread.join(timeout=10)
 
 
-def serve_wheels(directory: Path, host: str) -> WheelServer:
+def serve_wheels(directory: Path, host: str = LOOPBACK) -> WheelServer:
     """Serve on PREFERRED_PORT when free: the URL is a build arg, and build args are part of
     Docker's cache key, so a port that changes every run would rebuild the TensorFlow layer."""
     handler = functools.partial(_QuietHandler, directory=str(directory))

@@ -10,8 +10,9 @@ import tensorflow as tf
 from tests.training.conftest import TINY_RUN, TinyRuns
 from training import cli, publish
 
-pytestmark = pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")),
-                                reason="these checks describe a machine without a GPU")
+pytestmark = pytest.mark.skipif(
+    bool(tf.config.list_physical_devices("GPU")),
+    reason="this machine has a GPU: these checks describe a machine without one")
 
 
 def test_cpu_mode_hides_gpus_and_reports_memory_options(tiny_runs: TinyRuns) -> None:
@@ -20,8 +21,10 @@ def test_cpu_mode_hides_gpus_and_reports_memory_options(tiny_runs: TinyRuns) -> 
     devices = publish.read_metadata(tiny_runs.repository / "deskew" / "1")["training"]["devices"]
     assert devices["mode"] == "cpu"
     assert not any("GPU" in name for name in devices["visible_devices"])
-    assert devices["gpu_memory_growth"] is True
-    assert devices["gpu_memory_limit_mb"] == 512
+    assert devices["requested"]["gpu_memory_growth"] is True
+    assert devices["requested"]["gpu_memory_limit_mb"] == 512
+    # Read back from TensorFlow: no GPU, so nothing was applied to one.
+    assert devices["gpu_memory_growth"] == {} and devices["gpu_memory_limit_mb"] == {}
     assert any("no GPU is present" in note for note in devices["notes"])
 
 
