@@ -38,17 +38,23 @@ class DeviceOptions:
 
 @dataclass(frozen=True)
 class DeviceReport:
-    """What TensorFlow actually ended up with, after the options were applied."""
+    """What TensorFlow actually ended up with, read back from it after the options were applied.
+
+    `gpu_memory_growth` and `gpu_memory_limit_mb` are per visible GPU, as TensorFlow reports
+    them (empty without a GPU); `requested` is what the operator asked for, so a difference
+    between the two (an option TensorFlow could not apply any more) is visible.
+    """
 
     mode: str
     physical_gpus: list[str]
     visible_devices: list[str]
     logical_devices: list[str]
-    gpu_memory_growth: bool
-    gpu_memory_limit_mb: int | None
+    gpu_memory_growth: dict[str, bool]
+    gpu_memory_limit_mb: dict[str, int | None]
     log_device_placement: bool
     intra_op_threads: int
     inter_op_threads: int
+    requested: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -114,21 +120,31 @@ def configure_devices(options: DeviceOptions, initialize: bool = True) -> Device
     if not gpus and (options.gpu_memory_growth or options.gpu_memory_limit_mb is not None):
         notes.append("GPU memory options accepted but no GPU is present")
 
+    visible_gpus = tf.config.get_visible_devices("GPU")
     report = DeviceReport(
         mode=mode,
         physical_gpus=[d.name for d in gpus],
         visible_devices=[d.name for d in tf.config.get_visible_devices()],
         logical_devices=([d.name for d in tf.config.list_logical_devices()]
                          if initialize else []),
-        gpu_memory_growth=options.gpu_memory_growth,
-        gpu_memory_limit_mb=options.gpu_memory_limit_mb,
+        gpu_memory_growth={gpu.name: bool(tf.config.experimental.get_memory_growth(gpu))
+                           for gpu in visible_gpus},
+        gpu_memory_limit_mb={gpu.name: _memory_limit_mb(tf, gpu) for gpu in visible_gpus},
         log_device_placement=options.log_device_placement,
         intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),
         inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads(),
+        requested=asdict(options),
         notes=notes,
     )
     log.info("device configuration: %s", report.as_dict())
     return report
+
+
+def _memory_limit_mb(tf: Any, gpu: Any) -> int | None:
+    """The memory limit of `gpu`'s logical device as TensorFlow holds it (None: no limit)."""
+    configured = tf.config.get_logical_device_configuration(gpu) or []
+    limits = [c.memory_limit for c in configured if c.memory_limit is not None]
+    return int(sum(limits)) if limits else None
 
 
 def gpu_memory_in_use() -> dict[str, int]:
