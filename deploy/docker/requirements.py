@@ -5,8 +5,9 @@ one tensorflow-serving-api requires); the GPU image wants it with its CUDA libra
 `tensorflow[and-cuda]` (the `gpu` extra). The GPU image therefore installs the base dependencies
 with the plain TensorFlow requirement replaced by the `gpu` extra's, and the project itself with
 `--no-deps`; `tensorflow-cpu` is never listed, so no second distribution of the `tensorflow`
-module can overwrite the first. Reading the list from pyproject.toml keeps one source of truth, and installing
-it before the source code is copied lets Docker cache the heavy layer across code changes.
+module can overwrite the first. The `train` extra is included: the image runs the training CLI
+too. Reading the list from pyproject.toml keeps one source of truth, and installing it before the
+source code is copied lets Docker cache the heavy layer across code changes.
 The build backend (`[build-system] requires`) is listed too, so the project wheel is built later
 with `--no-build-isolation`, without a second trip to the package index.
 
@@ -35,7 +36,9 @@ def requirements(variant: str, pyproject: Path) -> list[str]:
     document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     project = document["project"]
     build_backend: list[str] = list(document["build-system"]["requires"])
-    base: list[str] = list(project["dependencies"])
+    # The image holds the training CLI too (the compose trainer and the Kubernetes Jobs run it).
+    base: list[str] = list(project["dependencies"]) + list(
+        project["optional-dependencies"]["train"])
     if variant == "cpu":
         return base + build_backend
     if variant == "gpu":

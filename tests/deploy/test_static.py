@@ -190,6 +190,7 @@ def test_image_requirements_install_exactly_one_tensorflow(variant: str) -> None
     else:
         assert any(line.startswith("tensorflow[and-cuda]") for line in listed)
     assert {"fastapi", "keras", "setuptools"} <= set(names)
+    assert "mlxtend" in names, "the image runs the training CLI: the train extra belongs in it"
 
 
 # ------------------------------------------------------------------------ kubernetes
