@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from app.settings import ENV_PREFIX, Settings
 
@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def option(flag: str, field: str, help_text: str, **kwargs: Any) -> None:
         default = defaults[field].default
-        shown = "none" if default is None else (str(default).lower()
-                                                if isinstance(default, bool) else default)
+        shown = "none" if default in (None, ()) else (str(default).lower()
+                                                      if isinstance(default, bool) else default)
         parser.add_argument(flag, dest=field, default=None,
                             help=f"{help_text} (env {_env(field)}, default {shown})", **kwargs)
 
@@ -77,6 +77,26 @@ def build_parser() -> argparse.ArgumentParser:
            "batching per model (default: <repository>/config.yaml)", metavar="FILE")
     option("--shutdown-grace", "shutdown_grace", "seconds in-flight requests get to finish "
            "after SIGTERM", type=float, metavar="S")
+    option("--api-token", "api_tokens", "bearer token for inference, metadata, task and "
+           "metrics routes; repeat for several (env: comma-separated; prefer a token file: "
+           "command lines are visible to other users)", action="append", metavar="TOKEN")
+    option("--admin-token", "admin_tokens", "bearer token for the model-control routes "
+           "(/v2/repository/*), which answer 403 without one; repeatable", action="append",
+           metavar="TOKEN")
+    option("--api-token-file", "api_token_file", "file with API tokens, one per line "
+           "(a mounted secret)", metavar="FILE")
+    option("--admin-token-file", "admin_token_file", "file with admin tokens, one per line",
+           metavar="FILE")
+    option("--cors-origin", "cors_origins", "origin allowed to call the API from a browser "
+           "(CORS); repeatable; none: no CORS headers", action="append", metavar="ORIGIN")
+    option("--max-header-bytes", "max_header_bytes", "largest request line + headers "
+           "accepted (431 above)", type=int, metavar="BYTES")
+    option("--max-headers", "max_headers", "most request headers accepted (431 above)",
+           type=int, metavar="N")
+    option("--header-timeout", "header_timeout", "seconds a client gets to send a request's "
+           "line and headers before the connection is closed", type=float, metavar="S")
+    option("--max-connections", "max_connections", "open connections per worker process "
+           "(503 and close above)", type=int, metavar="N")
     parser.add_argument("--access-log", dest="access_log", action="store_const", const=True,
                         default=None, help=f"log every request with uvicorn's access log (env "
                                            f"{ACCESS_LOG_ENV}, default false: it costs time on "
@@ -99,11 +119,21 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     return parse_arguments(argv)[0]
 
 
+def _env_value(value: Any) -> str:
+    """A setting as its `KERASSERVE_*` variable reads: lists comma-separated, secrets in clear
+    (the workers need the tokens; they go to the environment, never to a log)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, tuple | list):
+        return ",".join(_env_value(item) for item in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _export(settings: Settings) -> None:
     """Hand the parsed options to worker processes, which read only the environment."""
     for key, value in settings.model_dump(exclude={"batching"}).items():
         if value is not None:
-            os.environ[_env(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+            os.environ[_env(key)] = _env_value(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,6 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings, access_log = parse_arguments(argv)
     except ValidationError as exc:
         print(f"error: invalid settings:\n{exc}", file=sys.stderr)
+        return EXIT_START_ERROR
+    try:
+        settings.token_guard()  # token files readable, tokens well-formed: fail before start
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_START_ERROR
     if not settings.model_repository.is_dir():
         print(f"error: model repository {str(settings.model_repository)!r} is not a directory "
@@ -122,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app.devices import DeviceUnavailableError, configure_devices
     from app.graceful import serve_gracefully
     from app.main import create_app
+    from app.security.http_limits import configure as configure_http_limits
+    from app.security.http_limits import limits_from
 
     try:
         if settings.workers == 1:
@@ -137,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # in-flight requests for the grace period and returns, and we exit 0.
         serve_gracefully(app, host=settings.host, port=settings.port, log_level=log_level,
                          grace_s=settings.shutdown_grace,
-                         json_logs=settings.log_format == "json", access_log=access_log)
+                         json_logs=settings.log_format == "json", access_log=access_log,
+                         limits=limits_from(settings))
     else:
         _export(settings)
         config = uvicorn.Config("app.main:create_app_from_environment",
@@ -145,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 host=settings.host, port=settings.port,
                                 workers=settings.workers, log_level=log_level,
                                 access_log=access_log)
+        configure_http_limits(config, limits_from(settings))  # pickled into each worker
         from uvicorn.supervisors import Multiprocess
 
         sock = listening_socket(settings.host, settings.port)

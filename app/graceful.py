@@ -28,6 +28,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.heap import freeze_heap_after_initial_load
+from app.security.http_limits import HttpLimits
+from app.security.http_limits import configure as configure_http_limits
 
 log = logging.getLogger(__name__)
 DRAIN_POLL_S = 0.02
@@ -94,11 +96,13 @@ def in_flight_inference(app: FastAPI) -> int:
 
 
 def serve_gracefully(app: FastAPI, host: str, port: int, log_level: str, grace_s: float,
-                     json_logs: bool = False, access_log: bool = False) -> None:
+                     json_logs: bool = False, access_log: bool = False,
+                     limits: HttpLimits | None = None) -> None:
     """Serve `app` until SIGTERM/SIGINT, drain it, and return (the caller exits 0).
 
     uvicorn's access log is off by default (`access_log`): a log line per request is a cost on
     the hot path; with JSON logs the observability middleware's request line replaces it.
+    HTTP is uvicorn's httptools protocol with the header and connection `limits`.
     """
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level,
@@ -108,4 +112,5 @@ def serve_gracefully(app: FastAPI, host: str, port: int, log_level: str, grace_s
         access_log=access_log and not json_logs,
         timeout_graceful_shutdown=max(int(grace_s), 1),
     )
+    configure_http_limits(config, limits or HttpLimits())
     GracefulServer(config, app, grace_s).run()

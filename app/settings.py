@@ -8,17 +8,44 @@ line values win over the environment, which wins over the defaults below.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.batching import BatchingOptions
 from app.devices import DeviceMode, DeviceOptions
+from app.security.tokens import TokenGuard
 
 ENV_PREFIX = "KERASSERVE_"
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["text", "json"]
+# Lists from the environment are comma-separated (`KERASSERVE_API_TOKENS=a,b`), not JSON.
+CommaList = Annotated[tuple[str, ...], NoDecode]
+SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
+
+
+class TokenFileError(ValueError):
+    """A token file that cannot be read or holds no token (a start error, not a 500)."""
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def read_token_file(path: Path) -> list[str]:
+    """One token per line (blank lines ignored), as a mounted Kubernetes/Compose secret has it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokenFileError(f"cannot read token file {str(path)!r}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from exc
+    tokens = [line.strip() for line in text.splitlines() if line.strip()]
+    if not tokens:
+        raise TokenFileError(f"token file {str(path)!r} holds no token")
+    return tokens
 
 
 class Settings(BaseSettings):
@@ -54,6 +81,38 @@ class Settings(BaseSettings):
     repository_config: Path | None = None
     shutdown_grace: float = Field(default=30.0, ge=0, description="seconds")
     log_format: LogFormat = "text"
+
+    # Access (app.security): bearer tokens for the API routes and for the admin routes, given
+    # directly (repeatable flag, comma-separated variable) or as files of one token per line.
+    # Without an admin token the admin routes answer 403. CORS is off unless origins are given.
+    api_tokens: SecretList = ()
+    admin_tokens: SecretList = ()
+    api_token_file: Path | None = None
+    admin_token_file: Path | None = None
+    cors_origins: CommaList = ()
+
+    # HTTP-stack limits (app.security.http_limits), enforced before the app sees a request:
+    # request line + headers in bytes and count (431), the time to receive them (connection
+    # closed), open connections per process (503 to the ones over the cap).
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=8)
+    header_timeout: float = Field(default=10.0, gt=0, description="seconds")
+    max_connections: int = Field(default=1024, ge=1)
+
+    @field_validator("api_tokens", "admin_tokens", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    def token_guard(self) -> TokenGuard:
+        """The guard for the configured tokens; reads the token files (TokenFileError)."""
+        api = [token.get_secret_value() for token in self.api_tokens]
+        admin = [token.get_secret_value() for token in self.admin_tokens]
+        if self.api_token_file is not None:
+            api += read_token_file(self.api_token_file)
+        if self.admin_token_file is not None:
+            admin += read_token_file(self.admin_token_file)
+        return TokenGuard(api_tokens=api, admin_tokens=admin)
 
     def repository_config_path(self) -> Path:
         """The config file in force: the option, or `config.yaml` in the repository."""

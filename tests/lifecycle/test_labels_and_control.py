@@ -11,6 +11,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from tests.lifecycle.conftest import (
+    ADMIN_HEADERS,
     MODEL,
     POLL_INTERVAL_S,
     publish_copy,
@@ -59,7 +60,7 @@ models:
     labels: {{stable: 1, canary: 2}}
 """)
     with start_server(repository) as server, \
-            httpx.Client(base_url=server.url, timeout=30.0) as client:
+            httpx.Client(base_url=server.url, timeout=30.0, headers=ADMIN_HEADERS) as client:
         states = version_states(client)
         assert states[1]["state"] == states[2]["state"] == "AVAILABLE"
         assert 3 not in states or states[3]["state"] != "AVAILABLE"
@@ -114,7 +115,7 @@ def test_policy_latest_two_and_model_control_api(
     publish_copy(repository, mnist_version_source, 2)
     write_config(repository, f"models: {{{MODEL}: {{version_policy: {{latest: 2}}}}}}\n")
     with start_server(repository) as server, \
-            httpx.Client(base_url=server.url, timeout=30.0) as client:
+            httpx.Client(base_url=server.url, timeout=30.0, headers=ADMIN_HEADERS) as client:
         for version in (1, 2):
             predicted = client.post(f"/v1/models/{MODEL}/versions/{version}:predict",
                                     json=tf_predict_body())
@@ -125,12 +126,12 @@ def test_policy_latest_two_and_model_control_api(
 
         control = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
         try:
-            index = control.get_model_repository_index()
+            index = control.get_model_repository_index(headers=ADMIN_HEADERS)
             assert {(e["name"], e["version"], e["state"]) for e in index} >= {
                 (MODEL, "1", "READY"), (MODEL, "2", "READY")}
 
-            control.unload_model(MODEL)
-            index = control.get_model_repository_index()
+            control.unload_model(MODEL, headers=ADMIN_HEADERS)
+            index = control.get_model_repository_index(headers=ADMIN_HEADERS)
             mine = [e for e in index if e["name"] == MODEL]
             assert mine and all(e["state"] == "UNAVAILABLE" for e in mine)
             assert all("unloaded by request" in e["reason"] for e in mine)
@@ -140,14 +141,14 @@ def test_policy_latest_two_and_model_control_api(
             assert client.post(f"/v2/models/{MODEL}/infer",
                                json=v2_infer_body()).status_code == 503
 
-            control.load_model(MODEL)
+            control.load_model(MODEL, headers=ADMIN_HEADERS)
             assert control.is_model_ready(MODEL, "1") and control.is_model_ready(MODEL, "2")
             ready = client.post("/v2/repository/index", json={"ready": True}).json()
             assert {(e["name"], e["version"]) for e in ready} == {(MODEL, "1"), (MODEL, "2")}
             assert _v2_infer(client, 1).json()["model_version"] == "1"
 
             with pytest.raises(InferenceServerException) as unknown:
-                control.load_model("no-such-model")
+                control.load_model("no-such-model", headers=ADMIN_HEADERS)
             assert "not in the repository" in str(unknown.value)
             assert client.post("/v2/repository/models/no-such-model/unload").status_code == 404
         finally:
