@@ -60,6 +60,10 @@ def create_app(settings: Settings | None = None,
     service_metrics = ServiceMetrics()
 
     def runner_with_metrics(servable: Servable, options: BatchingOptions) -> Runner:
+    log.info("access: API routes %s; model control %s",
+             "need a token" if token_guard.api_required else "open (no API token configured)",
+             "needs an admin token" if token_guard.admin_enabled
+             else "off (no admin token configured)")
         return build_runner(servable, options,
                             service_metrics.batch_observer(servable.name, servable.version))
 

@@ -35,15 +35,19 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
-def read_token_file(path: Path) -> list[str]:
-    """One token per line (blank lines ignored), as a mounted Kubernetes/Compose secret has it."""
+def read_token_file(path: Path, allow_empty: bool = False) -> list[str]:
+    """One token per line, as a mounted Kubernetes/Compose secret has it; blank lines and lines
+    starting with `#` are skipped. A file without a token is an error unless `allow_empty`: an
+    empty admin token file leaves model control off (closed), but an empty API token file would
+    leave the API open, so it stops the start instead."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TokenFileError(f"cannot read token file {str(path)!r}: "
                              f"{getattr(exc, 'strerror', None) or exc}") from exc
-    tokens = [line.strip() for line in text.splitlines() if line.strip()]
-    if not tokens:
+    tokens = [line.strip() for line in text.splitlines()
+              if line.strip() and not line.lstrip().startswith("#")]
+    if not tokens and not allow_empty:
         raise TokenFileError(f"token file {str(path)!r} holds no token")
     return tokens
 
@@ -111,7 +115,7 @@ class Settings(BaseSettings):
         if self.api_token_file is not None:
             api += read_token_file(self.api_token_file)
         if self.admin_token_file is not None:
-            admin += read_token_file(self.admin_token_file)
+            admin += read_token_file(self.admin_token_file, allow_empty=True)
         return TokenGuard(api_tokens=api, admin_tokens=admin)
 
     def repository_config_path(self) -> Path:

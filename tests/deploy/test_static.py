@@ -25,6 +25,7 @@ from tests.deploy.readme import KUBECTL_PREFIX, VALIDATED_ONLY, documented_comma
 KUBERNETES_DIR = REPO_ROOT / "deploy" / "kubernetes"
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 COMPOSE_GPU = REPO_ROOT / "docker-compose.gpu.yml"
+COMPOSE_TOKENS = REPO_ROOT / "docker-compose.tokens.yml"
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
 
@@ -35,6 +36,7 @@ COMPOSE_VARIANTS: dict[str, list[str]] = {
     "all-profiles": ["-f", str(COMPOSE), "--profile", "train", "--profile", "monitoring"],
     "gpu": ["-f", str(COMPOSE), "-f", str(COMPOSE_GPU)],
     "gpu-train": ["-f", str(COMPOSE), "-f", str(COMPOSE_GPU), "--profile", "train"],
+    "tokens": ["-f", str(COMPOSE), "-f", str(COMPOSE_TOKENS), "--profile", "monitoring"],
 }
 
 
@@ -104,6 +106,36 @@ def test_profiles_keep_trainer_and_prometheus_out_of_a_plain_up() -> None:
     assert trainer["volumes"][0]["source"] == "models"
     assert trainer["volumes"][0]["target"] == "/models"
     assert prometheus["depends_on"]["server"]["condition"] == "service_healthy"
+
+
+def test_compose_hands_tokens_over_as_files_and_model_control_starts_off() -> None:
+    """Secrets, not environment values; the default admin file has no token (403, no setup)."""
+    model = compose_model("default")
+    server = model["services"]["server"]
+    assert server["environment"]["KERASSERVE_ADMIN_TOKEN_FILE"] == "/run/secrets/admin_tokens"
+    assert [s["source"] for s in server["secrets"]] == ["admin_tokens"]
+    assert not [k for k in server["environment"] if k.endswith(("_TOKENS", "_TOKEN"))]
+    default_file = Path(model["secrets"]["admin_tokens"]["file"])
+    from app.settings import read_token_file
+
+    assert default_file.is_file() and read_token_file(default_file, allow_empty=True) == []
+    chosen = compose_model("default", env={"KERASSERVE_ADMIN_TOKENS_SECRET": "/run/x/admin"})
+    assert chosen["secrets"]["admin_tokens"]["file"] == "/run/x/admin"
+
+
+def test_tokens_override_requires_api_tokens_and_prometheus_sends_one() -> None:
+    model = compose_model("tokens")
+    server, prometheus = model["services"]["server"], model["services"]["prometheus"]
+    assert server["environment"]["KERASSERVE_API_TOKEN_FILE"] == "/run/secrets/api_tokens"
+    assert {s["source"] for s in server["secrets"]} == {"admin_tokens", "api_tokens"}
+    assert {s["source"] for s in prometheus["secrets"]} == {"api_tokens"}
+    assert server["healthcheck"]["test"] == ["CMD", "python", "/opt/kerasserve/healthcheck.py"]
+    (config_mount,) = [v for v in prometheus["volumes"]
+                       if v["target"] == "/etc/prometheus/prometheus.yml"]
+    config = yaml.safe_load(Path(config_mount["source"]).read_text())
+    (job,) = config["scrape_configs"]
+    assert job["authorization"]["credentials_file"] == "/run/secrets/api_tokens"
+    assert job["metrics_path"] == "/metrics"
 
 
 def test_prometheus_scrapes_the_server_metrics() -> None:
@@ -237,9 +269,32 @@ def test_deployments_probe_the_v2_health_routes(name: str, image: str, gpu: bool
     assert env["KERASSERVE_DEVICE"] == ("gpu" if gpu else "cpu")
     if gpu:
         assert env["KERASSERVE_GPU_MEMORY_GROWTH"] == "true"
+    _assert_tokens_from_the_secret(pod, server)
     assert pod["securityContext"]["runAsNonRoot"] is True
     (seed,) = pod["initContainers"]
     assert seed["command"][:2] == ["python", "/opt/kerasserve/seed_repository.py"]
+
+
+def _assert_tokens_from_the_secret(pod: dict[str, Any], server: dict[str, Any]) -> None:
+    """Token files from the kerasserve-tokens Secret, mounted read-only; no token values."""
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "kerasserve-tokens"
+    (mount,) = [m for m in server["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    for variable, key in (("KERASSERVE_API_TOKEN_FILE", "api-tokens"),
+                          ("KERASSERVE_ADMIN_TOKEN_FILE", "admin-tokens")):
+        assert env[variable] == f"{mount['mountPath']}/{key}"
+    assert not [name for name in env if name.endswith(("_TOKENS", "_TOKEN"))]
+
+
+def test_inferenceservice_reads_tokens_from_the_secret() -> None:
+    (service,) = manifests("inferenceservice.yaml")
+    predictor = service["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    _assert_tokens_from_the_secret(predictor, container)
+    assert container["readinessProbe"]["httpGet"]["path"] == READY_PATH
+    assert container["livenessProbe"]["httpGet"]["path"] == LIVE_PATH
 
 
 def test_service_hpa_and_claims_point_at_what_exists() -> None:

@@ -116,13 +116,27 @@ def test_settings_read_comma_separated_variables_and_token_files(
         assert outcome(guard, Access.ADMIN, f"Bearer {token}") == 200
 
 
-def test_unreadable_or_empty_token_files_are_start_errors(tmp_path: Path) -> None:
+def test_unreadable_or_empty_token_files_fail_closed(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
-    empty.write_text("\n \n")
+    empty.write_text("# no token yet\n\n \n")
     for path in (tmp_path / "missing", empty):
         with pytest.raises(TokenFileError) as refused:
-            Settings(admin_token_file=path).token_guard()
+            Settings(api_token_file=path).token_guard()  # would leave the API open
         assert path.name in str(refused.value)
+    with pytest.raises(TokenFileError):
+        Settings(admin_token_file=tmp_path / "missing").token_guard()
+    guard = Settings(admin_token_file=empty).token_guard()  # model control stays off
+    assert not guard.admin_enabled
+    assert outcome(guard, Access.ADMIN, "Bearer # no token yet") == 403
+
+
+def test_token_files_skip_comment_lines(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# rotated 2026-11\nfirst-token\n  # old: gone-token\nsecond-token\n")
+    guard = Settings(admin_token_file=tokens).token_guard()
+    assert outcome(guard, Access.ADMIN, "Bearer first-token") == 200
+    assert outcome(guard, Access.ADMIN, "Bearer second-token") == 200
+    assert outcome(guard, Access.ADMIN, "Bearer gone-token") == 401
 
 
 def test_tokens_survive_the_export_to_worker_processes() -> None:
