@@ -13,6 +13,7 @@ request metrics (and the debug-level request log of `app.observability`) already
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import socket
 import sys
@@ -21,9 +22,16 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from app.batching import BatchingOptions
 from app.settings import ENV_PREFIX, Settings
 
 EXIT_START_ERROR = 2
+# Batching defaults with their own flag (the others: KERASSERVE_BATCHING__* only).
+_BATCHING_FLAGS = (
+    ("--max-queued-bytes", "max_queued_bytes", "input bytes queued per model (429 above)"),
+    ("--max-variable-dim", "max_variable_dim", "largest variable non-batch dimension of an "
+     "input, e.g. the OCR width, on every protocol (413 above)"),
+)
 ACCESS_LOG_ENV = "KERASSERVE_ACCESS_LOG"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
@@ -39,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the SavedModels of a model repository over the TensorFlow Serving "
                     "REST API, KServe v2 and task endpoints.",
         epilog="Batching defaults: KERASSERVE_BATCHING__ENABLED, __MAX_BATCH_SIZE, "
-               "__MAX_BATCH_DELAY_US, __MAX_QUEUED_ROWS, __TIMEOUT_S, __INFERENCE_THREADS.",
+               "__MAX_BATCH_DELAY_US, __MAX_QUEUED_ROWS, __MAX_QUEUED_BYTES, __TIMEOUT_S, "
+               "__INFERENCE_THREADS, __MAX_VARIABLE_DIM.",
     )
 
     def option(flag: str, field: str, help_text: str, **kwargs: Any) -> None:
@@ -67,6 +76,34 @@ def build_parser() -> argparse.ArgumentParser:
            "decides)", type=int, metavar="N")
     option("--max-body-bytes", "max_body_bytes", "largest request body accepted (413 above)",
            type=int, metavar="BYTES")
+    option("--max-tensor-rank", "max_tensor_rank", "most dimensions of an input tensor (400 "
+           "above)", type=int, metavar="N")
+    option("--max-tensor-elements", "max_tensor_elements", "most elements of one input tensor, "
+           "as declared and as sent (413 above)", type=int, metavar="N")
+    option("--max-request-elements", "max_request_elements", "most tensor elements of one "
+           "request, all inputs together (413 above)", type=int, metavar="N")
+    option("--inline-parse-bytes", "inline_parse_bytes", "larger JSON bodies are parsed off "
+           "the event loop, in slices", type=int, metavar="BYTES")
+    option("--max-image-bytes", "max_image_bytes", "largest picture file on /tasks (413 above)",
+           type=int, metavar="BYTES")
+    option("--max-image-pixels", "max_image_pixels", "most pixels of a picture, from its "
+           "header (413 above)", type=int, metavar="N")
+    option("--max-image-side", "max_image_side", "longest side of a picture in pixels (413 "
+           "above)", type=int, metavar="N")
+    option("--max-image-aspect", "max_image_aspect", "longer side / shorter side of a picture "
+           "(413 above)", type=float, metavar="RATIO")
+    option("--max-image-decode-bytes", "max_image_decode_bytes", "memory one picture's decode "
+           "may take: pixels x bytes per pixel of its mode (413 above)", type=int,
+           metavar="BYTES")
+    option("--image-decode-threads", "image_decode_threads", "pictures decoded at once",
+           type=int, metavar="N")
+    option("--image-decode-queue", "image_decode_queue", "pictures waiting for a decode "
+           "thread (429 above)", type=int, metavar="N")
+    batching_defaults = BatchingOptions()
+    for flag, field, help_text in _BATCHING_FLAGS:
+        parser.add_argument(flag, dest=f"batching.{field}", default=None, type=int,
+                            metavar="N", help=f"{help_text} (env {_env('batching__' + field)}, "
+                                              f"default {getattr(batching_defaults, field)})")
     option("--log-level", "log_level", "log level",
            choices=["critical", "error", "warning", "info", "debug"])
     option("--log-format", "log_format", "text, or one JSON object per line",
@@ -108,6 +145,11 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     """Settings and the access-log switch: the environment, overridden by the command line."""
     arguments = vars(build_parser().parse_args(argv))
     access_log = arguments.pop("access_log")
+    batching = {key.split(".", 1)[1]: arguments.pop(key) for key in list(arguments)
+                if key.startswith("batching.")}
+    batching = {key: value for key, value in batching.items() if value is not None}
+    if batching:  # merged over KERASSERVE_BATCHING__* by pydantic-settings
+        arguments["batching"] = batching
     if access_log is None:
         access_log = os.environ.get(ACCESS_LOG_ENV, "").strip().lower() in TRUE_WORDS
     settings = Settings(**{key: value for key, value in arguments.items() if value is not None})
@@ -135,6 +177,9 @@ def _export(settings: Settings) -> None:
         if value is not None:
             os.environ[_env(key)] = _env_value(value)
 
+    for field in dataclasses.fields(settings.batching):
+        os.environ[_env("batching__" + field.name)] = _env_value(
+            getattr(settings.batching, field.name))
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:

@@ -11,15 +11,23 @@ Policy (the reasons are in the docstrings below):
   computing, i.e. only when the cores are busy anyway. At low load nothing is in flight, so a lone
   request runs immediately: the idle path costs one thread hand-off, like a thread pool
   (measured with a no-op model: 101 against 90 us round trip, +10 us CPU per request).
-- A request with more rows than `max_batch_size` runs alone, unsplit (the body-size limit bounds
-  it; splitting would only add copies).
-- The queue is bounded in rows (`max_queued_rows`): a request that does not fit is refused at
-  once with `QueueFull` (429). A request larger than the whole bound is still admitted when the
-  queue is empty, so it is never refused forever.
+- A request with more rows than `max_batch_size` runs alone, unsplit, unless it has more than
+  `max_rows_per_call` rows: then it runs in slices of that many rows whose outputs are
+  concatenated. The model's working memory grows with the rows of a call (mnist's activations
+  take about 250 KB a row, 80 times its input), so a 24 MB request of 3,220 rows cost +853 MB
+  in one call; sliced, it costs what a batch of `max_rows_per_call` rows costs.
+- The queue is bounded in rows (`max_queued_rows`) and in bytes of input (`max_queued_bytes`):
+  a request that does not fit is refused at once with `QueueFull` (429). A request larger than
+  the whole bound is still admitted when the queue is empty, so it is never refused forever
+  (the body and tensor limits bound it).
 - Every request has a deadline (`timeout_s`, queue wait plus compute). At the deadline it fails
   with `DeadlineExceeded` (504) at once; if its work had not started, it is dropped from the
   queue and never runs (a running call cannot be interrupted; its result is discarded).
-  A cancelled caller (client gone) drops its queued work the same way.
+  A cancelled caller (client gone) drops its queued work the same way. A caller may bring its
+  own shorter deadline (`submit(timeout_s=...)`, e.g. a gRPC deadline), and a `client_gone`
+  awaitable (an HTTP disconnect): it is only watched while the request has to wait (queued
+  behind other work), so an idle server pays nothing for it; when it fires, queued work is
+  dropped and the request fails with `ClientClosedRequest` (499).
 - If a merged call fails, every member is re-run on its own, so an error fails only the requests
   whose input caused it.
 - Inputs with variable non-batch dimensions (the OCR width) are padded to the widest in the batch
@@ -45,13 +53,13 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from app.errors import DeadlineExceeded, InvalidInput, QueueFull, Unavailable
+from app.errors import ClientClosedRequest, DeadlineExceeded, InvalidInput, QueueFull, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +82,32 @@ class BatchingOptions:
 
     enabled: bool = True
     max_batch_size: int = 128  # rows per servable call
+    max_rows_per_call: int = 256  # a larger lone request runs in slices of this many rows
     max_batch_delay_us: int = 500  # longest wait for more rows, only while another batch runs
     max_queued_rows: int = 4096  # rows waiting (not yet running); beyond it: 429
+    max_queued_bytes: int = 256 * 1024 * 1024  # input bytes waiting; beyond it: 429
     timeout_s: float = 30.0  # per request, queue wait plus compute; beyond it: 504
     inference_threads: int = 2  # threads that call TensorFlow for this model
     pad_variable_inputs: bool = True  # False: merge identical shapes only (bit-exact answers)
     group_widths: bool = True  # keep very different widths out of one padded batch
     max_pad_ratio: float = 1.5  # widest / narrowest request allowed in one batch
+    # Largest variable non-batch dimension of an input (the OCR width) on every protocol; the
+    # task endpoint's strips stop at the same 2048 columns. Checked by the data plane.
+    max_variable_dim: int = 2048
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
+        if self.max_rows_per_call < 1:
+            raise ValueError("max_rows_per_call must be at least 1")
         if self.max_batch_delay_us < 0:
             raise ValueError("max_batch_delay_us must not be negative")
         if self.max_queued_rows < 1:
             raise ValueError("max_queued_rows must be at least 1")
+        if self.max_queued_bytes < 1:
+            raise ValueError("max_queued_bytes must be at least 1")
+        if self.max_variable_dim < 1:
+            raise ValueError("max_variable_dim must be at least 1")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         if self.inference_threads < 1:
@@ -135,12 +154,15 @@ _QUEUED, _RUNNING, _DROPPED = 0, 1, 2
 class _Request:
     """One submitted request while it is queued or running."""
 
-    __slots__ = ("inputs", "rows", "key", "extent", "future", "loop", "enqueued", "state")
+    __slots__ = ("inputs", "rows", "nbytes", "key", "extent", "future", "loop", "enqueued",
+                 "state")
 
     def __init__(self, inputs: Tensors, rows: int, key: Any, extent: tuple[int, ...],
                  future: asyncio.Future[Tensors], loop: asyncio.AbstractEventLoop) -> None:
         self.inputs = inputs
         self.rows = rows
+        # Object (BYTES) arrays count their pointers only; the body limit bounds the rest.
+        self.nbytes = sum(array.nbytes for array in inputs.values())
         self.key = key  # requests merge only when keys are equal
         self.extent = extent  # sizes of the variable (padded) axes, empty without padding
         self.future = future
@@ -214,6 +236,7 @@ class DynamicBatcher:
         self._delay_s = options.max_batch_delay_us / 1e6
         self._queue: deque[_Request] = deque()
         self._queued_rows = 0
+        self._queued_bytes = 0
         self._in_flight = 0
         self._filling = 0  # workers waiting for a fuller batch while another one computes
         self._closing = False
@@ -238,12 +261,14 @@ class DynamicBatcher:
         """Rows waiting for an inference thread (running work is not counted)."""
         return self._queued_rows
 
-    async def submit(self, inputs: Tensors) -> Tensors:
+    async def submit(self, inputs: Tensors, *, timeout_s: float | None = None,
+                     client_gone: Callable[[], Awaitable[object]] | None = None) -> Tensors:
         """Queue one request (any number of rows) and return its own outputs.
 
         Raises `QueueFull` at once when the queue bound would be exceeded, `DeadlineExceeded`
-        after `timeout_s`, `Unavailable` once `close` has begun, and whatever the servable raises
-        for this request's input.
+        after `timeout_s` (the shorter of the caller's and the model's), `ClientClosedRequest`
+        when `client_gone` returns before the work started, `Unavailable` once `close` has
+        begun, and whatever the servable raises for this request's input.
         """
         if self._closing:
             self._reject("closing")
@@ -253,31 +278,44 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Tensors] = loop.create_future()
         request = _Request(inputs, rows, key, extent, future, loop)
+        options = self.options
         with self._cond:
-            queued = self._queued_rows
-            if queued and queued + rows > self.options.max_queued_rows:
+            queued, queued_bytes = self._queued_rows, self._queued_bytes
+            busy = bool(queued or self._in_flight)
+            if queued and (queued + rows > options.max_queued_rows
+                           or queued_bytes + request.nbytes > options.max_queued_bytes):
                 full = True
             else:
                 full = False
                 self._queue.append(request)
                 self._queued_rows = queued + rows
+                self._queued_bytes = queued_bytes + request.nbytes
                 self._cond.notify()
         if full:
             self._reject("queue_full")
             raise QueueFull(
-                f"model '{self.servable.name}' has {queued} rows queued; the limit is "
-                f"{self.options.max_queued_rows}: retry later"
+                f"model '{self.servable.name}' has {queued} rows ({queued_bytes} bytes) queued; "
+                f"the limits are {options.max_queued_rows} rows and {options.max_queued_bytes} "
+                "bytes: retry later"
             )
         if self._observer is not None:
             self._observer.on_queue_depth(queued + rows)
-        timer = loop.call_later(self.options.timeout_s, self._expire, request)
+        limit = options.timeout_s if timeout_s is None else min(timeout_s, options.timeout_s)
+        timer = loop.call_later(limit, self._expire, request, limit)
+        # Watched only when the request waits behind other work: one task per request would
+        # cost the idle path time for nothing (a lone request starts at once).
+        watcher = loop.create_task(client_gone()) if client_gone is not None and busy else None
+        if watcher is not None:
+            watcher.add_done_callback(lambda task: self._on_client_gone(request, task))
         try:
             return await future
         except asyncio.CancelledError:
-            self._drop(request)  # the client went away: do not compute for nobody
+            self._drop(request)  # the caller was cancelled: do not compute for nobody
             raise
         finally:
             timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
 
     def _describe(self, inputs: Tensors) -> tuple[int, Any, tuple[int, ...]]:
         """Rows of the request, its merge key and its variable extent (cheap: shapes only)."""
@@ -302,7 +340,7 @@ class DynamicBatcher:
             raise InvalidInput("a request needs at least one row")
         return rows, tuple(key), tuple(extent)
 
-    def _expire(self, request: _Request) -> None:
+    def _expire(self, request: _Request, limit_s: float) -> None:
         """Deadline timer (event loop): drop the work if it has not started, answer 504."""
         dropped = self._drop(request)
         if not request.future.done():
@@ -310,8 +348,23 @@ class DynamicBatcher:
             where = "in the queue" if dropped else "while running"
             request.future.set_exception(DeadlineExceeded(
                 f"model '{self.servable.name}' did not answer within "
-                f"{self.options.timeout_s:g} s (timed out {where})"
+                f"{limit_s:g} s (timed out {where})"
             ))
+
+    def _on_client_gone(self, request: _Request, watcher: asyncio.Task[object]) -> None:
+        """The `client_gone` watcher ended (event loop); cancelled means the request ended."""
+        if watcher.cancelled() or watcher.exception() is not None:
+            return
+        self._abandon(request)
+
+    def _abandon(self, request: _Request) -> None:
+        """The client went away: drop queued work; running work's result is discarded."""
+        if request.future.done():
+            return
+        if self._drop(request):
+            self._reject("client_gone")
+        request.future.set_exception(ClientClosedRequest(
+            f"the client of a request to model '{self.servable.name}' went away"))
 
     def _drop(self, request: _Request) -> bool:
         """Take a queued request out of the count; the worker skips it. True if it was queued."""
@@ -320,6 +373,7 @@ class DynamicBatcher:
                 return False
             request.state = _DROPPED
             self._queued_rows -= request.rows
+            self._queued_bytes -= request.nbytes
             self._idle.notify_all()
         return True
 
@@ -342,6 +396,7 @@ class DynamicBatcher:
                     request.state = _DROPPED
                     leftovers.append(request)
             self._queued_rows = 0
+            self._queued_bytes = 0
             self._cond.notify_all()
         for request in leftovers:
             if not request.future.done():
@@ -421,6 +476,7 @@ class DynamicBatcher:
                     break
             for request in batch:
                 request.state = _RUNNING
+                self._queued_bytes -= request.nbytes
             self._queued_rows -= rows
             self._in_flight += 1
             queued_now = self._queued_rows
@@ -493,7 +549,7 @@ class DynamicBatcher:
         outcomes: list[tuple[_Request, Tensors | BaseException]]
         try:
             if len(batch) == 1:
-                outcomes = [(batch[0], self.servable.predict(batch[0].inputs))]
+                outcomes = [(batch[0], self._predict_rows(batch[0]))]
             else:
                 merged = self._merge(batch)
                 outcomes = list(zip(batch, self._split(batch, self.servable.predict(merged)),
@@ -523,9 +579,20 @@ class DynamicBatcher:
 
     def _run_alone(self, request: _Request) -> Tensors | BaseException:
         try:
-            return self.servable.predict(request.inputs)
+            return self._predict_rows(request)
         except Exception as exc:  # handed to the request
             return exc
+
+    def _predict_rows(self, request: _Request) -> Tensors:
+        """One request alone: one call, or one per `max_rows_per_call` rows when it is larger
+        (rows are independent in a mergeable model, so the answer is the same)."""
+        step = self.options.max_rows_per_call
+        if request.rows <= step or not self._mergeable:
+            return self.servable.predict(request.inputs)
+        parts = [self.servable.predict({name: array[start:start + step]
+                                        for name, array in request.inputs.items()})
+                 for start in range(0, request.rows, step)]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def _merge(self, batch: list[_Request]) -> Tensors:
         plan = self._plan

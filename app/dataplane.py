@@ -8,6 +8,7 @@ runners (batcher included) only ever see inputs of the right names, dtypes and s
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from app.devices import DeviceReport
 from app.errors import InvalidInput, Unavailable
+from app.limits import DEFAULT_LIMITS, TensorLimits, check_variable_dims
 from app.registry import ModelRegistry, VersionState
 from app.servable import Servable, TensorSpec
 
@@ -56,8 +58,9 @@ class DataPlane:
     """Transport-independent service operations over one `ModelRegistry`."""
 
     def __init__(self, registry: ModelRegistry, device_report: DeviceReport | None,
-                 extensions: tuple[str, ...] = ()) -> None:
+                 extensions: tuple[str, ...] = (), limits: TensorLimits = DEFAULT_LIMITS) -> None:
         self.registry = registry
+        self.limits = limits  # tensor rank and sizes, shared by every transport
         self.device_report = device_report
         self.extensions = list(extensions)
         self.shutting_down = False
@@ -115,18 +118,35 @@ class DataPlane:
     # ---- inference ------------------------------------------------------------------------
 
     async def infer(self, name: str, inputs: dict[str, np.ndarray], version: int | None = None,
-                    label: str | None = None) -> InferResult:
-        """Validate `inputs` against the version's signature and run them through its runner."""
+                    label: str | None = None, *, outputs: Collection[str] | None = None,
+                    timeout_s: float | None = None,
+                    client_gone: Callable[[], Awaitable[object]] | None = None) -> InferResult:
+        """Validate `inputs` against the version's signature and run them through its runner.
+
+        `outputs`: output names the caller will read; unknown ones are refused before anything
+        is computed. `timeout_s`: the caller's own deadline (the model's `timeout_s` still
+        applies when shorter). `client_gone`: returns when the caller has gone away (an HTTP
+        disconnect); queued work is then dropped instead of computed for nobody.
+        """
         if self.shutting_down:
             raise Unavailable("the server is shutting down")
+        self.limits.check_arrays(inputs)
         async with self.registry.lease(name, version, label) as entry:
             servable = _loaded(entry.servable, name, entry.version)
-            checked = validate_inputs(servable, inputs)
+            if outputs is not None:
+                check_outputs(servable, outputs)
+            checked = validate_inputs(
+                servable, inputs,
+                max_variable_dim=self.registry.batching_for(name).max_variable_dim)
             runner = entry.runner
             if runner is None:
                 raise Unavailable(f"model {name!r} version {entry.version} is unloading")
-            outputs = await runner.submit(checked)
-        return InferResult(model_name=name, model_version=entry.version, outputs=outputs)
+            if timeout_s is None and client_gone is None:
+                computed = await runner.submit(checked)
+            else:
+                computed = await runner.submit(checked, timeout_s=timeout_s,
+                                               client_gone=client_gone)
+        return InferResult(model_name=name, model_version=entry.version, outputs=computed)
 
 
 def _loaded(servable: Servable | None, name: str, version: int) -> Servable:
@@ -135,11 +155,23 @@ def _loaded(servable: Servable | None, name: str, version: int) -> Servable:
     return servable
 
 
-def validate_inputs(servable: Servable, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def check_outputs(servable: Servable, names: Collection[str]) -> None:
+    """Requested outputs must be outputs of the model (and so at most as many)."""
+    unknown = [n for n in names if n not in servable.outputs]
+    if unknown or len(names) > len(servable.outputs):
+        shown = unknown[0] if unknown else "the same output twice"
+        raise InvalidInput(f"unknown output {str(shown)[:80]!r}; model {servable.name!r} has "
+                           f"outputs {sorted(servable.outputs)}")
+
+
+def validate_inputs(servable: Servable, inputs: dict[str, np.ndarray],
+                    max_variable_dim: int | None = None) -> dict[str, np.ndarray]:
     """Check names, dtypes and shapes against the signature; cast to the signature's dtypes.
 
     Numbers are cast when numpy calls it a same-kind cast (ints to floats: JSON has no float32;
     floats to ints is refused). All inputs must share the batch size, which must not be zero.
+    Variable non-batch dimensions (the OCR width) are at most `max_variable_dim` (413 above).
+    Shapes are checked before the cast, which may copy.
     """
     model = f"model {servable.name!r}"
     expected, given = set(servable.inputs), set(inputs)
@@ -149,12 +181,16 @@ def validate_inputs(servable: Servable, inputs: dict[str, np.ndarray]) -> dict[s
     batch: int | None = None
     for key, spec in servable.inputs.items():
         array = inputs[key]
-        array = _cast(array, spec, model)
+        target = _cast_to(array, spec, model)  # dtype errors first, before any copy
         if array.ndim != len(spec.shape) or any(
                 want is not None and want != got for want, got in zip(spec.shape, array.shape,
                                                                        strict=False)):
             raise InvalidInput(f"{model} input {key!r} expects shape {spec.shape_with_minus_one}, "
                                f"got {list(array.shape)}")
+        if max_variable_dim is not None:
+            check_variable_dims(key, spec.shape, array.shape, max_variable_dim)
+        if target is not None:
+            array = array.astype(target)
         if array.ndim:
             if array.shape[0] == 0:
                 raise InvalidInput(f"{model} input {key!r} has an empty batch (0 rows)")
@@ -166,14 +202,15 @@ def validate_inputs(servable: Servable, inputs: dict[str, np.ndarray]) -> dict[s
     return checked
 
 
-def _cast(array: np.ndarray, spec: TensorSpec, model: str) -> np.ndarray:
+def _cast_to(array: np.ndarray, spec: TensorSpec, model: str) -> np.dtype | None:
+    """The dtype `array` must be cast to (None: as it is); `InvalidInput` if it cannot be."""
     if spec.is_string:
         if array.dtype.kind in "SUO":
-            return array if array.dtype.kind == "O" else array.astype(object)
+            return None if array.dtype.kind == "O" else np.dtype(object)
     elif array.dtype == spec.dtype:
-        return array
+        return None
     elif array.dtype.kind in "biuf" and np.can_cast(array.dtype, spec.dtype, "same_kind"):
-        return array.astype(spec.dtype)
+        return spec.dtype
     raise InvalidInput(f"{model} input {spec.name!r} expects dtype {spec.tf_dtype}, "
                        f"got {_dtype_words(array.dtype)}")
 

@@ -13,9 +13,10 @@ a 500 with a generic message (the traceback goes to the log, never to the client
 |  |  | cross-site request to an admin route |
 | NotFound | 404 | unknown model, version or label |
 | Conflict | 409 | a control action that contradicts the current state |
-| PayloadTooLarge | 413 | body over the configured limit |
+| PayloadTooLarge | 413 | body, tensor, width or picture over its configured limit |
 | UnsupportedMediaType | 415 | content type the endpoint cannot read |
-| QueueFull | 429 | the model's bounded queue is full |
+| QueueFull | 429 | a model's queue (rows or bytes) or the picture-decoding queue is full |
+| ClientClosedRequest | 499 | the client went away while its request was queued |
 | Unavailable | 503 | model not ready (loading, failed, unloading) or server shutting down |
 | DeadlineExceeded | 504 | the request timed out before its work started |
 """
@@ -75,6 +76,12 @@ class UnsupportedMediaType(ServingError):
 
 class QueueFull(ServingError):
     status_code = 429
+
+
+class ClientClosedRequest(ServingError):
+    """The client disconnected while its work was queued; the work was dropped, not run."""
+
+    status_code = 499
 
 
 class Unavailable(ServingError):

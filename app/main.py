@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app import metrics, tasks
 from app.batching import BatchingOptions
@@ -37,6 +38,7 @@ from app.runners import Runner, build_runner
 from app.security.http import AccessMiddleware
 from app.servable import Servable
 from app.settings import Settings
+from app.tasks.decoding import DecodePool
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,8 @@ def create_app(settings: Settings | None = None,
 
     registry = ModelRegistry(settings.model_repository, settings.batching,
                              runner_factory=runner_with_metrics)
-    dataplane = DataPlane(registry, report, extensions=KSERVE_EXTENSIONS)
+    dataplane = DataPlane(registry, report, extensions=KSERVE_EXTENSIONS,
+                          limits=settings.tensor_limits())
     reloader = RepositoryReloader(registry, settings.repository_config_path(),
                                   settings.poll_interval, settings.drain_timeout_s,
                                   service_metrics)
@@ -97,6 +100,8 @@ def create_app(settings: Settings | None = None,
     app.state.registry = registry
     app.state.reloader = reloader
     app.state.metrics = service_metrics
+    app.state.decode_pool = DecodePool(settings.image_limits(), settings.image_decode_threads,
+                                       settings.image_decode_queue)
     app.state.token_guard = token_guard
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     # Tokens before anything reads a body; inside the observer, so 401/403 are counted.
@@ -126,6 +131,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def serving_error(_: Request, exc: ServingError) -> Response:
         return json_response({"error": exc.message}, status_code=exc.status_code,
                              headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnected(_: Request, exc: ClientDisconnect) -> Response:
+        # The client left before its body was read: no one reads this; not a server error.
+        return json_response({"error": "the client disconnected"}, status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:

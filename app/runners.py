@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
 
 from app.batching import BatchingOptions, BatchObserver, DynamicBatcher
-from app.errors import Unavailable
+from app.errors import ClientClosedRequest, DeadlineExceeded, Unavailable
 from app.servable import Servable
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,9 @@ Tensors = dict[str, np.ndarray]
 class Runner(Protocol):
     """What the data plane awaits; inputs are already validated against the signature."""
 
-    async def submit(self, inputs: Tensors) -> Tensors: ...
+    async def submit(self, inputs: Tensors, *, timeout_s: float | None = None,
+                     client_gone: Callable[[], Awaitable[object]] | None = None
+                     ) -> Tensors: ...
 
     async def close(self, drain_timeout_s: float) -> None: ...
 
@@ -41,6 +43,7 @@ class UnbatchedRunner:
 
     def __init__(self, servable: Servable, threads: int = 2) -> None:
         self._servable = servable
+        self._threads = threads
         self._executor = ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix=f"infer-{servable.name}-{servable.version}"
         )
@@ -49,15 +52,23 @@ class UnbatchedRunner:
         self._idle.set()
         self._closed = False
 
-    async def submit(self, inputs: Tensors) -> Tensors:
+    async def submit(self, inputs: Tensors, *, timeout_s: float | None = None,
+                     client_gone: Callable[[], Awaitable[object]] | None = None) -> Tensors:
+        """Like the batcher's: a deadline, and work still waiting for a thread is dropped when
+        `client_gone` returns (watched only when every thread is busy)."""
         if self._closed:
             raise Unavailable(f"model {self._servable.name!r} version "
                               f"{self._servable.version} is unloading")
+        busy = self._in_flight >= self._threads
         self._in_flight += 1
         self._idle.clear()
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._servable.predict, inputs)
+            work = loop.run_in_executor(self._executor, self._servable.predict, inputs)
+            if timeout_s is None and not (busy and client_gone is not None):
+                return await work
+            return await _first_of(work, timeout_s, client_gone if busy else None,
+                                   self._servable.name)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
@@ -73,6 +84,32 @@ class UnbatchedRunner:
                         self._servable.name, self._servable.version, self._in_flight,
                         drain_timeout_s)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _first_of(work: asyncio.Future[Tensors], timeout_s: float | None,
+                    client_gone: Callable[[], Awaitable[object]] | None,
+                    model: str) -> Tensors:
+    """`work`'s result, unless the deadline passes or the client goes first (then the work is
+    cancelled: dropped if it has not started; a running call's result is discarded)."""
+    waiters: set[asyncio.Future[object]] = {work}  # type: ignore[arg-type]
+    gone = asyncio.ensure_future(client_gone()) if client_gone is not None else None
+    if gone is not None:
+        waiters.add(gone)
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=timeout_s,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        work.cancel()  # the caller was cancelled: drop the work if it has not started
+        raise
+    finally:
+        if gone is not None:
+            gone.cancel()
+    if work in done:
+        return work.result()
+    work.cancel()
+    if gone is not None and gone in done:
+        raise ClientClosedRequest(f"the client of a request to model {model!r} went away")
+    raise DeadlineExceeded(f"model {model!r} did not answer within {timeout_s:g} s")
 
 
 def build_runner(servable: Servable, options: BatchingOptions,

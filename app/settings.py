@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.batching import BatchingOptions
 from app.devices import DeviceMode, DeviceOptions
+from app.limits import ImageLimits, TensorLimits
 from app.security.tokens import TokenGuard
 
 ENV_PREFIX = "KERASSERVE_"
@@ -66,6 +67,19 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     log_level: LogLevel = "info"
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Data limits (app.limits, app.tasks.images): tensors as declared and as sent, pictures
+    # from their header, bodies parsed off the event loop above `inline_parse_bytes`.
+    max_tensor_rank: int = Field(default=8, ge=1)
+    max_tensor_elements: int = Field(default=1 << 24, ge=1)
+    max_request_elements: int = Field(default=1 << 25, ge=1)
+    inline_parse_bytes: int = Field(default=1 << 20, ge=0)
+    max_image_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    max_image_side: int = Field(default=10_000, ge=28)
+    max_image_aspect: float = Field(default=250.0, ge=1.0)
+    max_image_decode_bytes: int = Field(default=128 * 1024 * 1024, ge=1024 * 1024)
+    image_decode_threads: int = Field(default=2, ge=1)
+    image_decode_queue: int = Field(default=8, ge=0)
 
     device: DeviceMode = "auto"
     gpu_memory_growth: bool = False
@@ -117,6 +131,18 @@ class Settings(BaseSettings):
         if self.admin_token_file is not None:
             admin += read_token_file(self.admin_token_file, allow_empty=True)
         return TokenGuard(api_tokens=api, admin_tokens=admin)
+
+    def tensor_limits(self) -> TensorLimits:
+        """The tensor bounds every transport applies (`app.limits`)."""
+        return TensorLimits(max_rank=self.max_tensor_rank,
+                            max_tensor_elements=self.max_tensor_elements,
+                            max_request_elements=self.max_request_elements)
+
+    def image_limits(self) -> ImageLimits:
+        """The bounds on uploaded pictures (`app.tasks.images`)."""
+        return ImageLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels,
+                           max_side=self.max_image_side, max_aspect=self.max_image_aspect,
+                           max_decode_bytes=self.max_image_decode_bytes)
 
     def repository_config_path(self) -> Path:
         """The config file in force: the option, or `config.yaml` in the repository."""

@@ -6,6 +6,8 @@ pass through pydantic, and numpy arrays are serialised by orjson without a per-e
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -61,3 +63,21 @@ def parse_version(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) <= 0:
         raise InvalidInput(f"model version must be a positive integer, got {text!r}")
     return int(text)
+
+
+def client_gone(request: Request) -> Callable[[], Awaitable[None]]:
+    """An awaitable factory that returns once the HTTP client has disconnected.
+
+    Only for use after the body was read in full: ASGI then has nothing left to deliver but
+    `http.disconnect`. The batcher awaits it only while the request waits in its queue, so a
+    client that sends and hangs up does not have its work computed or hold a queue slot.
+    """
+    receive = request.receive
+
+    async def wait() -> None:
+        for _ in range(8):  # anything else first (an empty body chunk) is skipped
+            if (await receive())["type"] == "http.disconnect":
+                return
+        await asyncio.Future()  # a server that never says: wait until cancelled
+
+    return wait

@@ -21,7 +21,8 @@ from app.dataplane import DataPlane, ModelMetadata
 from app.dependencies import DataPlaneDep
 from app.errors import Unavailable
 from app.observability import note_served_version
-from app.protocols.common import parse_version
+from app.protocols.common import client_gone, parse_version
+from app.protocols.large_json import parse_off_loop
 from app.protocols.v2_codec import (
     HEADER_LENGTH_HEADER,
     decode_infer_request,
@@ -145,10 +146,16 @@ async def infer(request: Request) -> Response:
     version = path.get("version")
     body = await request.body()
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH_HEADER), len(body))
-    decoded = decode_infer_request(body, header_length)
-    result = await request.app.state.dataplane.infer(
+    dataplane: DataPlane = request.app.state.dataplane
+    # Bodies over the threshold are decoded in a parse thread, numeric data in slices.
+    threshold = request.app.state.settings.inline_parse_bytes
+    decoded = await parse_off_loop(len(body), threshold, decode_infer_request, body,
+                                   header_length, dataplane.limits, len(body) > threshold)
+    result = await dataplane.infer(
         path["model_name"], decoded.inputs,
-        version=None if version is None else parse_version(version))
+        version=None if version is None else parse_version(version),
+        outputs=None if decoded.outputs is None else [o.name for o in decoded.outputs],
+        client_gone=client_gone(request))
     note_served_version(request.scope, result.model_version)
     encoded = encode_infer_response(result.model_name, result.model_version, result.outputs,
                                     decoded)

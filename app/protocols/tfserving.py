@@ -23,7 +23,14 @@ from fastapi import APIRouter, Request, Response
 from app.dataplane import DataPlane, ModelMetadata, VersionStatus
 from app.errors import InvalidInput
 from app.observability import note_served_version
-from app.protocols.common import json_response, parse_json, parse_version, read_json_bytes
+from app.protocols.common import (
+    client_gone,
+    json_response,
+    parse_json,
+    parse_version,
+    read_json_bytes,
+)
+from app.protocols.large_json import loads_large, parse_off_loop
 from app.protocols.numeric_json import parse_with_numeric_array
 from app.servable import SERVING_SIGNATURE, TensorSpec
 
@@ -109,7 +116,11 @@ async def predict(request: Request) -> Response:
 async def _predict(request: Request, name: str, version: int | None = None,
                    label: str | None = None) -> Response:
     plane: DataPlane = request.app.state.dataplane
-    body = _parse_predict_body(await read_json_bytes(request))
+    raw = await read_json_bytes(request)
+    # Bodies over the threshold are parsed in a parse thread, numeric arrays in slices.
+    threshold = request.app.state.settings.inline_parse_bytes
+    body = await parse_off_loop(len(raw), threshold, _parse_predict_body, raw,
+                                len(raw) > threshold)
     signature = body.get("signature_name", SERVING_SIGNATURE)
     if signature != SERVING_SIGNATURE:
         raise InvalidInput(f"serving signature name {signature!r} not found; "
@@ -123,7 +134,8 @@ async def _predict(request: Request, name: str, version: int | None = None,
         inputs = rows_to_inputs(body["instances"], input_names)
     else:
         inputs = columns_to_inputs(body["inputs"], input_names)
-    result = await plane.infer(name, inputs, version=version, label=label)
+    result = await plane.infer(name, inputs, version=version, label=label,
+                               client_gone=client_gone(request))
     note_served_version(request.scope, result.model_version)
     encoded = {key: encode_output(key, value) for key, value in result.outputs.items()}
     if has_rows:
@@ -133,14 +145,21 @@ async def _predict(request: Request, name: str, version: int | None = None,
     return json_response({"outputs": encoded})
 
 
-def _parse_predict_body(raw: bytes) -> dict[str, Any]:
-    """The body as a dict; a numeric `instances`/`inputs` array arrives already as numpy."""
-    for key in ("instances", "inputs"):
-        if b'"' + key.encode() + b'"' in raw:
-            fast = parse_with_numeric_array(raw, key)
-            if fast is not None:
-                return fast
-    body = parse_json(raw)
+def _parse_predict_body(raw: bytes, sliced: bool = False) -> dict[str, Any]:
+    """The body as a dict; a numeric `instances`/`inputs` array arrives already as numpy.
+
+    `sliced`: every large numeric array is parsed in slices (`app.protocols.large_json`), for
+    big bodies parsed off the event loop.
+    """
+    if sliced:
+        body = loads_large(raw)
+    else:
+        for key in ("instances", "inputs"):
+            if b'"' + key.encode() + b'"' in raw:
+                fast = parse_with_numeric_array(raw, key)
+                if fast is not None:
+                    return fast
+        body = parse_json(raw)
     if not isinstance(body, dict):
         raise InvalidInput(f"the request body must be a JSON object, got {type(body).__name__}")
     return body

@@ -15,21 +15,40 @@ each conversion matches how its model's training data was made:
   is only padded to a square and resized to 28x28.
 
 All pure functions on numpy arrays (float32, `[H, W]`), apart from `decode_grayscale`.
+
+What a picture may cost is decided from its header, before a pixel is decoded (`ImageLimits`):
+bytes, pixels, longest side, aspect ratio and the memory the decode takes in the mode Pillow
+decodes it to. A 133-byte PNG of 20000 x 2 cost 1.5 GB and 13 s in `frame_input` (padded to a
+20000-pixel square); a 150 KB RGBA PNG of 6000 x 6000 cost 0.9 GB. Pictures are then worked
+on at most `WORK_SIDE` pixels on their longest side (JPEG: decoded at that scale directly; the
+models see 28 px anyway), so the float pipeline never costs more than a few `WORK_SIDE`-square
+float32 copies.
 """
 
 from __future__ import annotations
 
 import io
+import math
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.limits import ImageLimits
 
 #: Media types the task endpoints read, and the Pillow formats they correspond to.
 IMAGE_MEDIA_TYPES: dict[str, str] = {"image/png": "PNG", "image/jpeg": "JPEG"}
 #: Bigger pictures are refused with 413 before their pixels are decoded (a 40 MP photo fits).
-MAX_IMAGE_PIXELS = 40_000_000
+MAX_IMAGE_PIXELS = ImageLimits().max_pixels
+#: Longest side a picture is worked on after decoding (larger ones are reduced by box
+#: averaging); the largest conversion, `strip_input`, ends at most 2048 px wide.
+WORK_SIDE = 2048
+#: Bytes per pixel Pillow stores for a mode (one byte for 1/L/P, two for 16-bit, else four).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+_ALPHA_MODES = ("RGBA", "LA", "PA")
+
+
 
 MNIST_SIZE = 28
 DIGIT_BOX = 20  # MNIST fits each digit into 20x20 before centring it in 28x28
@@ -41,37 +60,90 @@ MIN_INK_CONTRAST = 0.1  # below this the picture is considered blank
 BORDER_FRACTION = 0.05  # the border ring used to tell background from ink
 
 
-def decode_grayscale(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def decode_grayscale(data: bytes, max_pixels: int | None = None,
+                     limits: ImageLimits | None = None) -> np.ndarray:
     """Decode a PNG or JPEG into MNIST polarity: float32 `[H, W]`, ink bright, background 0.
 
     Raises InvalidInput for bytes that are no decodable picture, UnsupportedMediaType for a
-    picture in another format, PayloadTooLarge for one with more than `max_pixels` pixels
-    (checked from the header, before any pixel is decoded).
+    picture in another format, PayloadTooLarge for one over `limits` (`max_pixels` overrides
+    its pixel count), all checked from the header, before any pixel is decoded. Pictures
+    larger than `WORK_SIDE` come back reduced to it.
     """
+    limits = limits or ImageLimits()
+    if max_pixels is not None:
+        limits = replace(limits, max_pixels=max_pixels)
     if not data:
         raise InvalidInput("the image is empty; send a PNG or JPEG file")
+    if len(data) > limits.max_bytes:
+        raise PayloadTooLarge(f"the image has {len(data)} bytes; the limit is "
+                              f"{limits.max_bytes} bytes")
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         # Pillow's own guard fires first for giant headers; its limit is above ours anyway.
         raise PayloadTooLarge(f"the image has more than {2 * Image.MAX_IMAGE_PIXELS} pixels; the "
-                              f"limit is {max_pixels} pixels") from None
+                              f"limit is {limits.max_pixels} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InvalidInput(f"cannot decode the image ({type(exc).__name__}); "
                            "expected a PNG or JPEG file") from None
     with image:
         if image.format not in IMAGE_MEDIA_TYPES.values():
             raise UnsupportedMediaType(f"expected a PNG or JPEG image, got {image.format}")
-        width, height = image.size
-        if width * height > max_pixels:
-            raise PayloadTooLarge(f"the image has {width}x{height} pixels; the limit is "
-                                  f"{max_pixels} pixels")
+        _check_header(image, limits)
         try:
-            gray = _to_gray(ImageOps.exif_transpose(image))
+            gray = _to_gray(ImageOps.exif_transpose(_reduced(image)))
         except (OSError, ValueError, SyntaxError) as exc:
             raise InvalidInput(f"cannot decode the image ({type(exc).__name__}: {exc}); the "
                                "file is truncated or corrupt") from None
     return to_mnist_polarity(gray)
+
+
+def _check_header(image: Image.Image, limits: ImageLimits) -> None:
+    """Pixels, longest side, aspect ratio and decode memory, from the header alone."""
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise PayloadTooLarge(f"the image has {width}x{height} pixels; the limit is "
+                              f"{limits.max_pixels} pixels")
+    if max(width, height) > limits.max_side:
+        raise PayloadTooLarge(f"the image is {width}x{height} pixels; the longest side may be "
+                              f"{limits.max_side} pixels")
+    if max(width, height) > limits.max_aspect * max(1, min(width, height)):
+        raise PayloadTooLarge(f"the image is {width}x{height} pixels; the longer side may be at "
+                              f"most {limits.max_aspect:g} times the shorter one")
+    if image.format == "JPEG" and max(width, height) > WORK_SIDE:
+        # JPEG decodes at 1/2, 1/4 or 1/8 scale directly: only that much is ever decoded.
+        factor = max(width, height) / WORK_SIDE
+        image.draft(image.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+    cost = decode_bytes(image)
+    if cost > limits.max_decode_bytes:
+        raise PayloadTooLarge(f"the image is {width}x{height} pixels in mode {image.mode}: "
+                              f"decoding it takes {cost} bytes; the limit is "
+                              f"{limits.max_decode_bytes} bytes (send a smaller or greyscale "
+                              "picture)")
+
+
+def decode_bytes(image: Image.Image) -> int:
+    """Memory a decode takes at full size: the decoded mode, plus the 4-byte-per-pixel copy
+    that modes `Image.reduce` cannot take (palette, 1-bit, 16-bit) are converted to first."""
+    width, height = image.size
+    stored = _MODE_BYTES.get(image.mode, 4)
+    converted = 4 if image.mode in ("P", "1") or image.mode.startswith("I;16") else 0
+    return width * height * (stored + converted)
+
+
+def _reduced(image: Image.Image) -> Image.Image:
+    """The decoded picture, reduced by box averaging to at most `WORK_SIDE` on its longest
+    side (the models see 28 px; the conversions below cost a few float32 copies of it)."""
+    factor = math.ceil(max(image.size) / WORK_SIDE)
+    if factor <= 1:
+        return image
+    if image.mode in ("P", "1") or image.mode.startswith("I;16"):
+        alpha = image.mode == "P" and "transparency" in image.info
+        image = image.convert("RGBA" if alpha else ("I" if image.mode.startswith("I") else "L"))
+    try:
+        return image.reduce(factor)
+    except ValueError:  # a rarer mode reduce does not take (PA, ...): via RGBA
+        return image.convert("RGBA").reduce(factor)
 
 
 def _to_gray(image: Image.Image) -> np.ndarray:
@@ -186,8 +258,16 @@ def _median_digit_height(box: np.ndarray) -> float:
 
 
 def frame_input(ink: np.ndarray) -> np.ndarray:
-    """The whole picture padded to a square around its centre and resized: `[1, 28, 28, 1]`."""
+    """The whole picture padded to a square around its centre and resized: `[1, 28, 28, 1]`.
+
+    The square costs side-squared memory, so a picture longer than `WORK_SIDE` is first
+    reduced to it (box averaging, as the final resize does anyway).
+    """
     height, width = ink.shape
+    if max(height, width) > WORK_SIDE:
+        factor = WORK_SIDE / max(height, width)
+        ink = _resize(ink, round(width * factor), round(height * factor))
+        height, width = ink.shape
     side = max(height, width)
     square = np.zeros((side, side), dtype=np.float32)
     top, left = (side - height) // 2, (side - width) // 2

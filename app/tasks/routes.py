@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from anyio import to_thread
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
@@ -21,9 +20,9 @@ from starlette.exceptions import HTTPException
 from app.dependencies import DataPlaneDep
 from app.errors import InvalidInput, UnsupportedMediaType
 from app.protocols.common import media_type
+from app.tasks.decoding import DecodePool
 from app.tasks.images import (
     IMAGE_MEDIA_TYPES,
-    decode_grayscale,
     digit_input,
     frame_input,
     strip_input,
@@ -125,9 +124,11 @@ async def read_image_upload(request: Request) -> bytes:
 
 
 async def _prepared(request: Request, convert: Any) -> np.ndarray:
-    """Decode and convert off the event loop: a large photo takes tens of milliseconds."""
+    """Decode and convert off the event loop (a large photo takes tens of milliseconds), in the
+    bounded decode pool (`app.tasks.decoding`), within the configured picture limits."""
     data = await read_image_upload(request)
-    return await to_thread.run_sync(lambda: convert(decode_grayscale(data)))
+    pool: DecodePool = request.app.state.decode_pool
+    return await pool.decode(data, convert)
 
 
 async def classify_digit(
