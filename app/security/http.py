@@ -107,6 +107,20 @@ class AccessMiddleware:
         if access is Access.OPEN and not self.cors_enabled:
             await self.app(scope, receive, send)
             return
+        if access is Access.API and not self.cors_enabled:  # the token is all that matters
+            for key, value in scope["headers"]:
+                if key == b"authorization":
+                    authorization = value.decode("latin-1")
+                    break
+            else:
+                authorization = None
+            try:
+                self.guard.check(Access.API, authorization)
+            except ServingError as exc:
+                await error_response(exc)(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
         authorization = origin = host = fetch_site = content_type = None
         preflight_method = False
         for key, value in scope["headers"]:

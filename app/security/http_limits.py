@@ -6,15 +6,17 @@ uvicorn's httptools protocol reads a request's line and headers into memory with
 header byte every two seconds held its connection open indefinitely). `LimitedHttpToolsProtocol`
 is that protocol (still httptools' C parser) with four checks:
 
-- header bytes: the request line and headers may take `max_header_bytes`. Counted twice: exactly
-  from the parser's callbacks (URL, names and values: the 431 is deterministic), and from the raw
-  bytes received while a request's headers are incomplete, checked after each read, so the
-  parser's own buffer never holds more than the limit plus one read (the callbacks only see a
-  header once it is complete);
-- header count: more than `max_headers` headers is refused;
-- header time: a request's line and headers must arrive within `header_timeout_s` of its first
-  byte (of the connection for its first request: an idle new connection is closed too); idle
-  keep-alive time between requests stays uvicorn's `timeout_keep_alive`. The body is not covered;
+- header bytes: the request line and headers may take `max_header_bytes`. Checked twice: on the
+  raw bytes received while a request's headers are incomplete, after each read, so the parser's
+  buffers never hold more than the limit plus one read (its callbacks only see a header once it
+  is complete); and exactly once the headers are complete (URL, names, values and separators, so
+  the 431 does not depend on how the bytes were split into reads), computed only when the bytes
+  received could exceed the limit;
+- header count: the 101st header (by default) is refused as it is parsed;
+- header time: a request's line and headers must arrive within `header_timeout_s` of the first
+  read that brought part of them (of the connection for its first request: an idle new
+  connection is closed too); idle keep-alive time between requests stays uvicorn's
+  `timeout_keep_alive`. The body is not covered;
 - open connections: a connection made while `max_connections` are open gets a 503 at once.
 
 Refusals are a JSON `{"error": ...}` with `Connection: close` (431; 408 for a partial request
@@ -26,8 +28,8 @@ Why not uvicorn's `limit_concurrency`: it answers 503 in plain text and counts r
 well as connections. The settings travel on the uvicorn `Config` (`configure`), which worker
 processes receive pickled, so one and several workers share the same limits.
 
-Cost on the hot path: per request, one timer armed and cancelled (only between the first byte of
-a request and its last header) and a few integer additions per header.
+Cost on the hot path: two wrapped parser callbacks per request and a length check per header;
+a timer only for requests whose headers span several reads.
 """
 
 from __future__ import annotations
@@ -106,8 +108,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._max_connections = limits.max_connections
         self._in_headers = True  # reading a request's line and headers
         self._raw_bytes = 0  # bytes received while the headers were incomplete
-        self._header_bytes = 0  # exact: URL + names + values (+ separators)
-        self._header_count = 0
+        self._chunk_bytes = 0  # size of the read being parsed
         self._header_timer: asyncio.TimerHandle | None = None
         self._refused = False
 
@@ -129,6 +130,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return  # lingering close: discard what the client still sends
         self._unset_keepalive_if_required()
+        self._chunk_bytes = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -146,10 +148,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        if self._in_headers:
+        if self._in_headers:  # a read ended inside a request's line or headers
             self._raw_bytes += len(data)
             if self._raw_bytes > self._max_header_bytes:
                 self._refuse(431, self._too_large())
+            elif self._header_timer is None:
+                # Armed only now: a request whose headers come in one read (nearly all) never
+                # pays for a timer; the first request's timer runs from the connection.
+                self._arm_header_timer()
 
     def _bad_request(self) -> None:
         message = "Invalid HTTP request received."
@@ -161,30 +167,36 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_headers = True
         self._raw_bytes = 0
-        self._header_bytes = REQUEST_LINE_OVERHEAD
-        self._header_count = 0
-        if self._header_timer is None:  # the first request's timer runs from the connection
-            self._arm_header_timer()
-
-    def on_url(self, url: bytes) -> None:
-        self._header_bytes += len(url)
-        if self._header_bytes > self._max_header_bytes:
-            raise HeaderLimitExceeded(self._too_large())
-        super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self._header_bytes += len(name) + len(value) + HEADER_OVERHEAD
-        if self._header_count > self._max_headers:
+        # uvicorn's own on_header, plus the count: a copy rather than a super() call, which
+        # doubled the cost of every header.
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+        if len(self.headers) > self._max_headers:
             raise HeaderLimitExceeded(f"more than {self._max_headers} request headers (the limit)")
-        if self._header_bytes > self._max_header_bytes:
-            raise HeaderLimitExceeded(self._too_large())
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
         self._cancel_header_timer()
+        # Exact size only when the bytes received could hold more than the limit (rare: the
+        # whole request line and headers are never larger than what arrived).
+        if (
+            self._raw_bytes + self._chunk_bytes > self._max_header_bytes
+            and self._header_size() > self._max_header_bytes
+        ):
+            raise HeaderLimitExceeded(self._too_large())
         super().on_headers_complete()
+
+    def _header_size(self) -> int:
+        """Request line and headers as sent (separators included)."""
+        return (
+            REQUEST_LINE_OVERHEAD
+            + len(self.url)
+            + sum(len(name) + len(value) + HEADER_OVERHEAD for name, value in self.headers)
+        )
 
     # Refusals
     def _too_large(self) -> str:
@@ -202,7 +214,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer = None
         if not self._in_headers or self.transport.is_closing():
             return
-        if self._raw_bytes or self._header_bytes > REQUEST_LINE_OVERHEAD:
+        if self._raw_bytes:
             self._refuse(408, f"request headers not received within {self._header_timeout_s:g} s")
         else:  # nothing sent at all: nobody to answer
             self.transport.close()
