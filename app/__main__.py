@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
            "batching per model (default: <repository>/config.yaml)", metavar="FILE")
     option("--shutdown-grace", "shutdown_grace", "seconds in-flight requests get to finish "
            "after SIGTERM", type=float, metavar="S")
+    option("--warmup-max-bytes", "warmup_max_bytes", "largest TF Serving warm-up file a "
+           "version may ship (larger: the version fails to load)", type=int, metavar="BYTES")
+    option("--warmup-max-records", "warmup_max_records", "most records in a warm-up file "
+           "(more: the version fails to load)", type=int, metavar="N")
     option("--api-token", "api_tokens", "bearer token for inference, metadata, task and "
            "metrics routes; repeat for several (env: comma-separated; prefer a token file: "
            "command lines are visible to other users)", action="append", metavar="TOKEN")

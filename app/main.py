@@ -39,6 +39,7 @@ from app.security.http import AccessMiddleware
 from app.servable import Servable
 from app.settings import Settings
 from app.tasks.decoding import DecodePool
+from app.warmup import WarmupLimits
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +59,21 @@ def create_app(settings: Settings | None = None,
     configure_logging(settings.log_level)
     use_log_format(settings.log_format)
     token_guard = settings.token_guard()  # token files read once, before anything loads
-    report = device_report or configure_devices(settings.device_options())
-    service_metrics = ServiceMetrics()
-
-    def runner_with_metrics(servable: Servable, options: BatchingOptions) -> Runner:
     log.info("access: API routes %s; model control %s",
              "need a token" if token_guard.api_required else "open (no API token configured)",
              "needs an admin token" if token_guard.admin_enabled
              else "off (no admin token configured)")
+    report = device_report or configure_devices(settings.device_options())
+    service_metrics = ServiceMetrics()
+
+    def runner_with_metrics(servable: Servable, options: BatchingOptions) -> Runner:
         return build_runner(servable, options,
                             service_metrics.batch_observer(servable.name, servable.version))
 
     registry = ModelRegistry(settings.model_repository, settings.batching,
-                             runner_factory=runner_with_metrics)
+                             runner_factory=runner_with_metrics,
+                             warmup_limits=WarmupLimits(settings.warmup_max_bytes,
+                                                        settings.warmup_max_records))
     dataplane = DataPlane(registry, report, extensions=KSERVE_EXTENSIONS,
                           limits=settings.tensor_limits())
     reloader = RepositoryReloader(registry, settings.repository_config_path(),

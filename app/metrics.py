@@ -70,6 +70,11 @@ class ServiceMetrics:
         self.config_reloads = Counter(
             f"{PREFIX}_repository_config_reloads",
             "Repository config file reads, by result (ok or error)", ["result"], registry=r)
+        self.repository_errors = Counter(
+            f"{PREFIX}_repository_errors",
+            "Repository faults as they appear (unreadable_entry, invalid_entry, scan_failed, "
+            "config_invalid, config_missing, model_pass_failed, pass_failed, "
+            "version_folder_removed)", ["kind"], registry=r)
         self.state = StateCollector()
         r.register(self.state)
         # (model, version, protocol, code) -> bound children: skips labels() on the hot path.
@@ -126,6 +131,7 @@ class StateCollector(Collector):
     def __init__(self) -> None:
         self._versions: Callable[[], Iterable[VersionSnapshot]] = tuple
         self._gpu_memory: Callable[[], dict[str, int]] = dict
+        self._problems: Callable[[], dict[str, int]] = dict
 
     def watch(self, versions: Callable[[], Iterable[VersionSnapshot]],
               gpu_memory: Callable[[], dict[str, int]] | None = None) -> None:
@@ -133,6 +139,10 @@ class StateCollector(Collector):
         self._versions = versions
         if gpu_memory is not None:
             self._gpu_memory = gpu_memory
+
+    def watch_problems(self, problems: Callable[[], dict[str, int]]) -> None:
+        """Where to read the repository faults known now, counted by kind."""
+        self._problems = problems
 
     def describe(self) -> list[Metric]:
         return []  # dynamic: nothing to check for name clashes at registration
@@ -163,6 +173,12 @@ class StateCollector(Collector):
         for device, used in self._gpu_memory().items():
             gpu.add_metric([device], used)
         yield gpu
+        problems = GaugeMetricFamily(f"{PREFIX}_repository_problems",
+                                     "Repository faults present now, by kind",
+                                     labels=["kind"])
+        for kind, count in sorted(self._problems().items()):
+            problems.add_metric([kind], count)
+        yield problems
 
 
 def resident_memory_bytes() -> int:

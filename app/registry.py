@@ -11,20 +11,26 @@ default, or a label picks one) and retire the old one without failing a request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 
 from app.batching import BatchingOptions
 from app.errors import InvalidInput, NotFound, Unavailable
+from app.redaction import public_text
 from app.repository import RepositoryError, VersionDir, VersionPolicy
 from app.runners import Runner, RunnerFactory, build_runner
 from app.servable import ModelLoadError, Servable
+from app.warmup import WarmupLimits
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class VersionState(StrEnum):
@@ -69,13 +75,16 @@ class ModelRegistry:
 
     def __init__(self, repository: Path, batching: BatchingOptions,
                  runner_factory: RunnerFactory = build_runner,
-                 policy: VersionPolicy | None = None, warm_up: bool = True) -> None:
+                 policy: VersionPolicy | None = None, warm_up: bool = True,
+                 warmup_limits: WarmupLimits | None = None) -> None:
         self.repository = repository
         self.default_batching = batching
         self.batching_overrides: dict[str, BatchingOptions] = {}  # per model (repository config)
         self.default_policy = policy or VersionPolicy()
         self._runner_factory = runner_factory
         self._warm_up = warm_up
+        self._warmup_limits = warmup_limits or WarmupLimits()
+        self._load_threads: set[threading.Thread] = set()
         self._models: dict[str, dict[int, ModelVersion]] = {}
         self._labels: dict[str, dict[str, int]] = {}
         self.initial_load_done = False
@@ -91,15 +100,23 @@ class ModelRegistry:
         return entry
 
     async def load_version(self, version_dir: VersionDir) -> ModelVersion:
-        """Load, warm up and start serving one version; on failure record why (never raise)."""
+        """Load, warm up and start serving one version; on failure record why (never raise).
+
+        The load runs in its own daemon thread, not the event loop's default executor: a load
+        cannot be interrupted, and the default executor is joined when the loop closes, so a
+        SIGTERM during a long initial load would wait for it (`app.graceful` exits without
+        waiting; `loads_running` tells it when that is needed). The recorded error names the
+        model and version, never a filesystem path (`app.redaction`); the log keeps the path.
+        """
         entry = self._register(version_dir)
         if entry.state in (VersionState.LOADING, VersionState.AVAILABLE):
             return entry
         entry.state = VersionState.LOADING
         try:
-            servable = await asyncio.to_thread(
-                Servable.load, version_dir.name, version_dir.version, version_dir.path,
-                self._warm_up)
+            servable = await self._in_load_thread(
+                f"load-{version_dir.name}-{version_dir.version}", Servable.load,
+                version_dir.name, version_dir.version, version_dir.path, self._warm_up,
+                self._warmup_limits)
             entry.runner = self._runner_factory(servable, self.batching_for(version_dir.name))
         except (ModelLoadError, RepositoryError) as exc:
             self._fail(entry, str(exc))
@@ -114,9 +131,42 @@ class ModelRegistry:
         return entry
 
     def _fail(self, entry: ModelVersion, message: str) -> None:
-        log.error("%s version %d failed to load: %s", entry.name, entry.version, message)
-        entry.error = message
+        log.error("%s version %d failed to load from %s: %s", entry.name, entry.version,
+                  entry.path, message)
+        entry.error = public_text(message, self.repository)
         entry.state = VersionState.END
+
+    async def _in_load_thread(self, name: str, function: Callable[..., T], *args: object) -> T:
+        """`function(*args)` in a new daemon thread; the await ends when it returns or raises."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: T | None, error: BaseException | None) -> None:
+            if future.done():  # the awaiting task was cancelled (shutdown)
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+        def work() -> None:
+            try:
+                result, error = function(*args), None
+            except BaseException as exc:  # handed to the awaiting task, never lost
+                result, error = None, exc
+            finally:
+                self._load_threads.discard(threading.current_thread())
+            with contextlib.suppress(RuntimeError):  # a closed loop: the server has stopped
+                loop.call_soon_threadsafe(settle, result, error)
+
+        thread = threading.Thread(target=work, name=name, daemon=True)
+        self._load_threads.add(thread)
+        thread.start()
+        return await future
+
+    def loads_running(self) -> int:
+        """Versions whose load thread is still working (at shutdown: what exiting abandons)."""
+        return sum(1 for thread in list(self._load_threads) if thread.is_alive())
 
     async def unload_version(self, name: str, version: int, drain_timeout_s: float) -> None:
         """Stop new leases, wait for the held ones (bounded), close the runner, drop the model."""
@@ -129,8 +179,11 @@ class ModelRegistry:
         except TimeoutError:
             log.warning("%s version %d unloads with %d requests still in flight",
                         name, version, entry.in_flight)
-        if entry.runner is not None:
-            await entry.runner.close(drain_timeout_s)
+        try:
+            if entry.runner is not None:
+                await entry.runner.close(drain_timeout_s)
+        except Exception:  # the version is gone either way; never leave it UNLOADING
+            log.exception("closing the runner of %s version %d failed", name, version)
         entry.runner = None
         entry.servable = None
         entry.state = VersionState.END

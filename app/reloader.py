@@ -6,10 +6,16 @@ repository_control`). One asyncio lock serialises them, so a control request nev
 pass. One pass (`reconcile`):
 
 1. Re-read the config file when its mtime or size changed. A bad file is refused whole: the
-   previous config stays, the error is logged and shown by `GET /v2/repository/config`.
+   previous config stays, the error is logged and shown by `GET /v2/repository/config`. A file
+   that is missing or empty (0 bytes) while a config read from it is in force is taken for a
+   save in progress (editors replace the file by a rename, or truncate it and write it again):
+   the previous config stays for `config_grace_s` (the larger of 5 s and three polls), and only
+   a file still missing after that resets every model to the defaults.
 2. Rescan the repository (cheap: directory listings only). A version is visible only once the
    training job's atomic rename has published it (see models/README.md), so nothing half
-   written is ever loaded.
+   written is ever loaded. Entries that cannot be read (a root-owned `lost+found`, a link loop)
+   or are not folders (a FIFO named like a version) are reported and skipped; a model whose
+   folder cannot be read is left exactly as it is until it can.
 3. Per model, load the versions its policy selects that are not loaded yet, newest first, in a
    worker thread, warm-up included (`app.servable`); a version takes traffic only when it is
    AVAILABLE. Versions that failed to load do not count for the policy (`latest: 1` with a
@@ -17,7 +23,10 @@ pass. One pass (`reconcile`):
    folder changes or an explicit load asks for it.
 4. Only then unload the versions the policy no longer selects, and those whose folder
    disappeared: the registry stops new leases and waits for in-flight requests (bounded by
-   `drain_timeout_s`) before closing the runner, so a switch never fails a request.
+   `drain_timeout_s`) before closing the runner, so a switch never fails a request. A version
+   whose folder disappeared while nothing else of its model can serve keeps serving from
+   memory (the servable needs no file once loaded) and is reported as removed, until another
+   version loads or `unload` is requested: a deleted folder never turns answers into 503s.
 5. Apply the config's labels. A label that points at a version that is not loaded is refused:
    it keeps its previous (still loaded) target, or is absent, and the error is reported.
 6. When a model's batching options changed, its serving versions get new runners (the old
@@ -26,6 +35,14 @@ pass. One pass (`reconcile`):
 The rule between polling and the control API: an explicit `unload` pins the model unloaded;
 polling leaves it alone until an explicit `load`, which lifts the pin, retries failed versions
 and loads what the policy selects. Every other model follows the repository.
+
+Faults never stop the loop: each pass, each model and each label update is guarded, an
+exception is logged with its traceback and reported, and the next poll tries again. Every
+fault (an unusable entry, a refused or missing config, a failed pass, a version serving from
+memory) is a `RepositoryProblem`: logged once when it appears and once when it clears, counted
+in `kerasserve_repository_errors_total{kind}`, gauged in `kerasserve_repository_problems{kind}`
+and listed by `GET /v2/repository/config` (and, for entries, `POST /v2/repository/index`).
+Client-facing texts name models, versions and repository-relative files, never absolute paths.
 """
 
 from __future__ import annotations
@@ -33,14 +50,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from app.errors import NotFound
+from app.errors import NotFound, Unavailable
 from app.metrics import ServiceMetrics, VersionSnapshot
+from app.redaction import public_text, repository_name
 from app.registry import ModelRegistry, ModelVersion, VersionState
-from app.repository import ModelDir, RepositoryError, VersionDir, VersionPolicy, scan_repository
+from app.repository import (
+    ModelDir,
+    RepositoryError,
+    RepositoryProblem,
+    RepositoryScan,
+    VersionDir,
+    VersionPolicy,
+    scan_repository_report,
+)
 from app.repository_config import (
     FileFingerprint,
     RepositoryConfig,
@@ -50,6 +78,13 @@ from app.repository_config import (
 
 log = logging.getLogger(__name__)
 BUSY_STATES = (VersionState.LOADING, VersionState.AVAILABLE)
+# How long a config file that vanished (or became empty) keeps its config in force: an editor's
+# rename-replace takes milliseconds, a Kubernetes ConfigMap swap is atomic; 5 s (or three polls,
+# when polling is slower) covers a slow network filesystem and still resets a deleted file soon.
+CONFIG_GRACE_S = 5.0
+CONFIG_GRACE_POLLS = 3
+SERVING_FROM_MEMORY = ("version folder removed from the repository; still serving from memory "
+                       "until another version loads or the model is unloaded")
 
 
 @dataclass(frozen=True)
@@ -57,7 +92,7 @@ class VersionIndexEntry:
     """One line of the repository index (Triton's fields)."""
 
     name: str
-    version: int
+    version: int | None  # None: a repository entry that is not a model version
     state: str  # READY, LOADING, UNLOADING, UNAVAILABLE
     reason: str
 
@@ -82,12 +117,25 @@ class RepositoryReloader:
         self._lock = asyncio.Lock()
         self._default_batching = registry.default_batching
         self._default_policy = registry.default_policy
+        self.config_name = repository_name(config_path, registry.repository)
+        self.config_grace_s = max(CONFIG_GRACE_S, CONFIG_GRACE_POLLS * poll_interval_s)
+        self._config_from_file = False  # the config in force was read from a non-empty file
+        self._config_absent_since: float | None = None
+        self._config_absence: str | None = None
+        self._problems: dict[str, dict[tuple[str, str, str], RepositoryProblem]] = {}
+        self._from_memory: dict[str, set[int]] = {}  # model -> versions whose folder is gone
+        if metrics is not None:
+            metrics.state.watch_problems(self.problem_counts)
 
     # ---- running -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Initial load (readiness turns true after it), then poll until cancelled."""
-        await self.reconcile()
+        """Initial load (readiness turns true after it), then poll until cancelled.
+
+        Readiness turns true after the first pass even when it failed: the models that loaded
+        serve, and the failure is reported and retried at the next poll.
+        """
+        await self._guarded_pass()
         self.registry.initial_load_done = True
         log.info("initial load done", extra={"event": "initial_load_done",
                                              "models": self.snapshot_states()})
@@ -95,21 +143,71 @@ class RepositoryReloader:
             return
         while True:
             await asyncio.sleep(self.poll_interval_s)
-            try:
-                await self.reconcile()
-            except Exception:  # the loop must outlive any one bad pass
-                log.exception("repository poll failed; retrying in %.1f s", self.poll_interval_s)
+            await self._guarded_pass()
+
+    async def _guarded_pass(self) -> None:
+        """`reconcile`, with any exception logged and reported instead of ending the loop."""
+        try:
+            await self.reconcile()
+        except Exception as exc:  # the loop must outlive any one bad pass
+            problem = RepositoryProblem(
+                "pass_failed", "<repository>", None,
+                f"the repository pass failed ({public_text(_one_line(exc), self._root)}); "
+                "retried at the next poll")
+            self._log_failure(problem, "pass", "repository pass failed; retrying in %.1f s",
+                              self.poll_interval_s)
+            self._report("pass", [problem])
+        else:
+            self._report("pass", [])
 
     async def reconcile(self) -> None:
         """One pass: config, scan, loads, unloads, labels (see the module docstring)."""
         async with self._lock:
             rebatched = self._refresh_config()
-            models = self._scan()
-            for name in sorted(set(models) | set(self.registry.model_names())):
-                await self._reconcile_model(name, models.get(name))
-            self._apply_all_labels()
+            scan = self._scan()
+            if scan is None:  # the root itself cannot be read: change nothing, retry later
+                return
+            failures: list[RepositoryProblem] = []
+            for name in sorted(set(scan.models) | set(self.registry.model_names())):
+                if name in scan.unreadable:
+                    continue  # its folder cannot be read now: leave it as it is
+                await self._guarded(failures, name, "loading and unloading",
+                                    self._reconcile_model(name, scan.models.get(name)))
+            for name in self.registry.model_names():
+                await self._guarded(failures, name, "applying labels",
+                                    _completed(self._apply_labels, name))
             for name in sorted(rebatched & set(self.registry.model_names())):
-                await self._rebuild_runners(name)
+                await self._guarded(failures, name, "rebuilding runners",
+                                    self._rebuild_runners(name))
+            self._report("models", failures)
+            self._report("memory", [
+                RepositoryProblem("version_folder_removed", name, version, SERVING_FROM_MEMORY)
+                for name, versions in sorted(self._from_memory.items())
+                for version in sorted(versions)])
+
+    async def _guarded(self, failures: list[RepositoryProblem], name: str, step: str,
+                       work: Any) -> None:
+        """Await `work` for model `name`; an exception is logged and added to `failures`."""
+        try:
+            await work
+        except Exception as exc:  # one model's fault must not stop the others
+            problem = RepositoryProblem(
+                "model_pass_failed", name, None,
+                f"{step} failed ({public_text(_one_line(exc), self._root)}); retried at the "
+                "next poll")
+            self._log_failure(problem, "models", "%s of model %s failed; retried at the next "
+                              "poll", step, name)
+            failures.append(problem)
+
+    def _log_failure(self, problem: RepositoryProblem, source: str, message: str,
+                     *args: object) -> None:
+        """The traceback of a failure the first time it happens; a debug line after that."""
+        known = (problem.kind, problem.entry, problem.message) in self._problems.get(source, {})
+        if known:
+            log.debug(message, *args)
+        else:
+            log.exception(message, *args, extra={"event": problem.kind,
+                                                 "entry": problem.entry})
 
     # ---- model control (v2 repository extension) -------------------------------------------
 
@@ -117,10 +215,13 @@ class RepositoryReloader:
         """Lift an explicit unload, retry failed versions, load what the policy selects."""
         async with self._lock:
             rebatched = self._refresh_config()
-            model = self._scan().get(name)
+            scan = self._scan()
+            if scan is not None and name in scan.unreadable:
+                raise Unavailable(f"model {name!r} cannot be loaded: its folder in the "
+                                  "repository cannot be read")
+            model = scan.models.get(name) if scan is not None else None
             if model is None:
-                raise NotFound(f"model {name!r} is not in the repository "
-                               f"{str(self.registry.repository)!r}")
+                raise NotFound(f"model {name!r} is not in the repository")
             self._unloaded_by_request.discard(name)
             for key in [key for key in self._failed if key[0] == name]:
                 del self._failed[key]
@@ -135,29 +236,38 @@ class RepositoryReloader:
     async def unload_model(self, name: str) -> None:
         """Unload every version of `name` (draining each) and keep it unloaded until `load`."""
         async with self._lock:
-            if name not in self.registry.model_names() and name not in self._scan():
+            scan = self._scan()
+            if name not in self.registry.model_names() and (scan is None
+                                                             or name not in scan.models):
                 raise NotFound(f"model {name!r} is neither loaded nor in the repository")
             self._unloaded_by_request.add(name)
             log.info("unload of %s requested", name, extra={"event": "unload_requested",
                                                             "model": name})
+            self._from_memory.pop(name, None)
             if name in self.registry.model_names():
                 for entry in self.registry.versions(name):
                     await self._unload(entry, "unload requested")
 
     def index(self) -> list[VersionIndexEntry]:
-        """Every version on disk or known to the registry, with its state and why."""
+        """Every version on disk or known to the registry, with its state and why; then the
+        repository entries that cannot be used (a model-level entry has no version)."""
         try:
-            models = self._scan_quietly()
+            scan = scan_repository_report(self.registry.repository)
         except RepositoryError:
-            models = {}
+            scan = RepositoryScan({})
+        models = scan.models
         entries: list[VersionIndexEntry] = []
         for name in sorted(set(models) | set(self.registry.model_names())):
             known = ({e.version: e for e in self.registry.versions(name)}
                      if name in self.registry.model_names() else {})
             on_disk = {v.version for v in models[name].versions} if name in models else set()
+            if name in scan.unreadable:
+                on_disk = set(known)  # unknown: do not call loaded versions removed
             for version in sorted(on_disk | set(known)):
                 entries.append(self._index_entry(name, version, known.get(version),
                                                  version in on_disk))
+        entries.extend(VersionIndexEntry(p.model, p.version, "UNAVAILABLE", p.message)
+                       for p in scan.problems)
         return entries
 
     def _index_entry(self, name: str, version: int, entry: ModelVersion | None,
@@ -165,6 +275,8 @@ class RepositoryReloader:
         state, reason = "UNAVAILABLE", ""
         if entry is not None and entry.state is VersionState.AVAILABLE:
             state = "READY"
+            if not on_disk:
+                reason = SERVING_FROM_MEMORY
         elif entry is not None and entry.state in (VersionState.START, VersionState.LOADING):
             state, reason = "LOADING", "loading"
         elif entry is not None and entry.state is VersionState.UNLOADING:
@@ -180,11 +292,17 @@ class RepositoryReloader:
         return VersionIndexEntry(name, version, state, reason)
 
     def config_status(self) -> dict[str, object]:
-        """The config file in force and what is wrong with it, for `GET /v2/repository/config`."""
+        """The config file in force and what is wrong with it, for `GET /v2/repository/config`.
+
+        `path` is the file's repository-relative name (its name alone when it lives elsewhere);
+        `problems` lists every fault the reloader currently knows of.
+        """
         return {
-            "path": str(self.config_path),
+            "path": self.config_name,
             "exists": self.config_path.is_file(),
-            "error": self.config_error,
+            "error": self._config_absence or self.config_error,
+            "problems": [{"kind": p.kind, "entry": p.entry, "message": p.message}
+                         for p in self.problems()],
             "label_errors": {k: v for k, v in self.label_errors.items() if v},
             "poll_interval_s": self.poll_interval_s,
             "unloaded_by_request": sorted(self._unloaded_by_request),
@@ -197,6 +315,41 @@ class RepositoryReloader:
                 for name in sorted(set(self.config.models) | set(self.registry.model_names()))
             },
         }
+
+    def problems(self) -> list[RepositoryProblem]:
+        """Every fault known now, in a stable order."""
+        found = [p for source in self._problems.values() for p in source.values()]
+        return sorted(found, key=lambda p: (p.kind, p.entry, p.message))
+
+    def problem_counts(self) -> dict[str, int]:
+        """Faults known now by kind (the `kerasserve_repository_problems` gauge)."""
+        counts: dict[str, int] = {}
+        for problem in self.problems():
+            counts[problem.kind] = counts.get(problem.kind, 0) + 1
+        return counts
+
+    def _report(self, source: str, problems: Iterable[RepositoryProblem]) -> None:
+        """Replace the faults `source` found; log and count the new ones, log the cleared."""
+        current = {(p.kind, p.entry, p.message): p for p in problems}
+        previous = self._problems.get(source, {})
+        for key, problem in current.items():
+            if key in previous:
+                continue
+            log.error("repository problem (%s) %s: %s", problem.kind, problem.entry,
+                      problem.message, extra={"event": "repository_problem",
+                                              "kind": problem.kind, "entry": problem.entry})
+            if self.metrics is not None:
+                self.metrics.repository_errors.labels(problem.kind).inc()
+        for key, problem in previous.items():
+            if key not in current:
+                log.info("repository problem (%s) %s cleared", problem.kind, problem.entry,
+                         extra={"event": "repository_problem_cleared", "kind": problem.kind,
+                                "entry": problem.entry})
+        self._problems[source] = current
+
+    @property
+    def _root(self) -> Path:
+        return self.registry.repository
 
     def snapshot_states(self) -> dict[str, dict[int, str]]:
         return {name: {e.version: e.state.value for e in self.registry.versions(name)}
@@ -228,13 +381,29 @@ class RepositoryReloader:
                 await self._load(version_dir)
         keep = {v.version for v in wanted}
         present = {v.version for v in on_disk}
+        from_memory: set[int] = set()
         if name in self.registry.model_names():
+            # Nothing on disk can replace a version whose folder vanished: keep it serving.
+            replaced = any(self._state(name, v) is VersionState.AVAILABLE for v in keep)
             for entry in self.registry.versions(name):
-                if entry.state is VersionState.AVAILABLE and entry.version not in keep:
-                    await self._unload(entry, "version folder removed"
-                                       if entry.version not in present
-                                       else f"beyond the version policy "
-                                            f"({_describe_policy(policy)})")
+                if entry.state is not VersionState.AVAILABLE or entry.version in keep:
+                    continue
+                if entry.version not in present and not replaced:
+                    if entry.version not in self._from_memory.get(name, set()):
+                        log.warning("%s version %d: its folder was removed; it keeps serving "
+                                    "from memory", name, entry.version,
+                                    extra={"event": "serving_from_memory", "model": name,
+                                           "version": entry.version})
+                    from_memory.add(entry.version)
+                    continue
+                await self._unload(entry, "version folder removed"
+                                   if entry.version not in present
+                                   else f"beyond the version policy "
+                                        f"({_describe_policy(policy)})")
+        if from_memory:
+            self._from_memory[name] = from_memory
+        else:
+            self._from_memory.pop(name, None)
 
     async def _load(self, version_dir: VersionDir) -> None:
         name, version = version_dir.name, version_dir.version
@@ -294,24 +463,44 @@ class RepositoryReloader:
                 await self.registry.rebuild_runner(name, entry.version, self.drain_timeout_s)
 
     def _refresh_config(self) -> set[str]:
-        """Re-read the config file if it changed; the models whose batching options changed."""
+        """Re-read the config file if it changed; the models whose batching options changed.
+
+        Never raises: a file that cannot be used leaves the config in force and is reported.
+        """
+        try:
+            return self._read_config()
+        except Exception as exc:  # a bug here must not stop the pass either
+            log.exception("reading the repository config failed")
+            self.config_error = (f"{self.config_name}: cannot be used "
+                                 f"({public_text(_one_line(exc), self._root)})")
+            self._report("config", [RepositoryProblem("config_invalid", self.config_name,
+                                                      None, self.config_error)])
+            return set()
+
+    def _read_config(self) -> set[str]:
         fingerprint = FileFingerprint.of(self.config_path)
+        if self._config_absent(fingerprint):
+            return set()
         if self._config_checked and fingerprint == self._config_fingerprint:
             return set()
         first_read = not self._config_checked
         self._config_checked = True
         self._config_fingerprint = fingerprint
         try:
-            config = load_repository_config(self.config_path)
+            config = load_repository_config(self.config_path, self.config_name)
         except RepositoryConfigError as exc:
-            self.config_error = str(exc)
+            self.config_error = public_text(str(exc), self._root)
             if self.metrics is not None:
                 self.metrics.config_reloads.labels("error").inc()
-            log.error("repository config refused, the previous one stays in force: %s", exc,
-                      extra={"event": "config_refused"})
+            log.error("repository config %s refused, the previous one stays in force: %s",
+                      self.config_path, exc, extra={"event": "config_refused"})
+            self._report("config", [RepositoryProblem("config_invalid", self.config_name, None,
+                                                      self.config_error)])
             return set()
         previous, self.config = self.config, config
         self.config_error = None
+        self._config_from_file = fingerprint is not None and fingerprint.size > 0
+        self._report("config", [])
         overrides = {name: model.batching_options(self._default_batching)
                      for name, model in config.models.items()}
         self.registry.batching_overrides = {name: options for name, options in overrides.items()
@@ -326,9 +515,43 @@ class RepositoryReloader:
         return {name for name in set(previous.models) | set(config.models)
                 if previous.model(name).batching != config.model(name).batching}
 
-    def _apply_all_labels(self) -> None:
-        for name in self.registry.model_names():
-            self._apply_labels(name)
+    def _config_absent(self, fingerprint: FileFingerprint | None) -> bool:
+        """True while a vanished or emptied config file is within its grace period.
+
+        Missing or 0 bytes after a config read from the file was in force: keep that config
+        for `config_grace_s`, reported as a `config_missing` problem; after it, the file is
+        read as it is (missing or empty: every default). Anything else ends the grace.
+        """
+        if not (fingerprint is None or fingerprint.size == 0) or not self._config_from_file:
+            if self._config_absent_since is not None:
+                log.info("repository config %s is back", self.config_path,
+                         extra={"event": "config_back"})
+            self._config_absent_since = None
+            self._config_absence = None
+            if self._problems.get("config_missing"):
+                self._report("config_missing", [])
+            return False
+        now = time.monotonic()
+        if self._config_absent_since is None:
+            self._config_absent_since = now
+            log.warning("repository config %s is missing or empty; the previous config stays "
+                        "in force for up to %.1f s", self.config_path, self.config_grace_s,
+                        extra={"event": "config_missing"})
+        if now - self._config_absent_since < self.config_grace_s:
+            self._config_absence = (f"{self.config_name} is missing or empty (a save in "
+                                    "progress?); the previous config stays in force for up to "
+                                    f"{self.config_grace_s:g} s")
+            self._report("config_missing", [RepositoryProblem(
+                "config_missing", self.config_name, None, self._config_absence)])
+            return True
+        log.warning("repository config %s has been missing or empty for %.1f s: the defaults "
+                    "are in force now", self.config_path, now - self._config_absent_since,
+                    extra={"event": "config_reset"})
+        self._config_absent_since = None
+        self._config_absence = None
+        self._config_from_file = False
+        self._report("config_missing", [])
+        return False
 
     def _apply_labels(self, name: str) -> None:
         """Set the configured labels whose versions are loaded; refuse and report the rest."""
@@ -356,21 +579,27 @@ class RepositoryReloader:
 
     # ---- repository ----------------------------------------------------------------------
 
-    def _scan(self) -> dict[str, ModelDir]:
+    def _scan(self) -> RepositoryScan | None:
+        """The repository as it is now, its unusable entries reported; `None` when the root
+        itself cannot be read (reported too: nothing should change on such a pass)."""
         try:
-            return self._scan_quietly()
+            scan = scan_repository_report(self._root)
         except RepositoryError as exc:
-            log.error("%s", exc)
-            return {}
+            self._report("scan", [RepositoryProblem("scan_failed", "<repository>", None,
+                                                    public_text(str(exc), self._root))])
+            return None
+        self._report("scan", scan.problems)
+        return scan
 
-    def _scan_quietly(self) -> dict[str, ModelDir]:
-        logger = logging.getLogger("app.repository")
-        level = logger.level
-        logger.setLevel(logging.ERROR)  # "no version folders" warnings every poll are noise
-        try:
-            return scan_repository(self.registry.repository)
-        finally:
-            logger.setLevel(level)
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+async def _completed(function: Any, *args: Any) -> None:
+    """A synchronous call as an awaitable, for `_guarded`."""
+    function(*args)
 
 
 def _folder_fingerprint(path: Path) -> tuple[int, int]:

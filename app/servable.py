@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from app.errors import InvalidInput
-from app.repository import read_metadata
-from app.warmup import read_warmup_requests
+from app.repository import check_version_files, read_metadata
+from app.warmup import WarmupLimits, read_warmup_requests
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +70,13 @@ class Servable:
     """A loaded version. Build it with `Servable.load`; `predict` may be called from any thread."""
 
     def __init__(self, name: str, version: int, path: Path, metadata: dict[str, Any],
-                 saved_model: Any, function: Any) -> None:
+                 saved_model: Any, function: Any,
+                 warmup_limits: WarmupLimits | None = None) -> None:
         self.name = name
         self.version = version
         self.path = path
         self.metadata = metadata
+        self.warmup_limits = warmup_limits or WarmupLimits()
         # The loaded object owns the variables the function reads: keep it alive with it.
         self._saved_model = saved_model
         self._function = function
@@ -93,24 +95,31 @@ class Servable:
         self.load_seconds = 0.0
 
     @classmethod
-    def load(cls, name: str, version: int, path: Path, warm_up: bool = True) -> Servable:
+    def load(cls, name: str, version: int, path: Path, warm_up: bool = True,
+             warmup_limits: WarmupLimits | None = None) -> Servable:
         """Load the SavedModel at `path`, read its signature and (by default) warm it up.
 
-        Every failure becomes a `ModelLoadError` whose message is what model status reports.
+        Every failure becomes a `ModelLoadError` whose message is what model status reports; it
+        names the model and version (TensorFlow's own words may still carry a path: the
+        registry rewrites those, `app.redaction`). The folder is checked first
+        (`check_version_files`): TensorFlow would block for ever on a FIFO.
         """
         import tensorflow as tf
 
         started = time.perf_counter()
         try:
+            check_version_files(path)
             metadata = read_metadata(path)
             saved_model = tf.saved_model.load(str(path))
         except Exception as exc:  # TF raises many types for unreadable models
-            raise ModelLoadError(f"cannot load SavedModel {path}: {_first_line(exc)}") from exc
+            raise ModelLoadError(f"cannot load SavedModel of {name} version {version}: "
+                                 f"{_first_line(exc)}") from exc
         signatures = getattr(saved_model, "signatures", {})
         if SERVING_SIGNATURE not in signatures:
-            raise ModelLoadError(f"SavedModel {path} has no {SERVING_SIGNATURE!r} signature "
-                                 f"(it has {sorted(signatures)})")
-        servable = cls(name, version, path, metadata, saved_model, signatures[SERVING_SIGNATURE])
+            raise ModelLoadError(f"SavedModel of {name} version {version} has no "
+                                 f"{SERVING_SIGNATURE!r} signature (it has {sorted(signatures)})")
+        servable = cls(name, version, path, metadata, saved_model, signatures[SERVING_SIGNATURE],
+                       warmup_limits)
         if warm_up:
             try:
                 servable.warm_up()
@@ -144,7 +153,8 @@ class Servable:
         The requests come from TF Serving's `assets.extra/tf_serving_warmup_requests` when the
         version ships one (`app.warmup`), else from generated inputs.
         """
-        for inputs in read_warmup_requests(self.path) or self.warmup_inputs():
+        for inputs in (read_warmup_requests(self.path, self.warmup_limits)
+                       or self.warmup_inputs()):
             self.predict(inputs)
 
     def warmup_inputs(self) -> list[dict[str, np.ndarray]]:

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     repository_config: Path | None = None
     shutdown_grace: float = Field(default=30.0, ge=0, description="seconds")
     log_format: LogFormat = "text"
+    # Bounds on a version's TF Serving warm-up file (app.warmup): over them the version fails
+    # to load with a message saying which.
+    warmup_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    warmup_max_records: int = Field(default=1000, ge=1)
 
     # Access (app.security): bearer tokens for the API routes and for the admin routes, given
     # directly (repeatable flag, comma-separated variable) or as files of one token per line.

@@ -8,7 +8,9 @@ before the response (as in Triton): a 200 from `unload` means in-flight requests
 - `POST /v2/repository/index`, optional body `{"ready": true}`: `[{"name", "version",
   "state", "reason"}]`, one entry per version on disk or known to the server; states are
   READY, LOADING, UNLOADING and UNAVAILABLE (reason: load error, unloaded by request, not
-  selected by the version policy, folder removed).
+  selected by the version policy, folder removed); then the repository entries that cannot be
+  used (an unreadable folder, a file named like a version), without a version when the entry is
+  not inside a model folder.
 - `POST /v2/repository/models/{name}/load`: 200 with the model's versions once loaded; 404 when
   the repository has no such model; 503 when no version of it could be loaded (errors listed).
 - `POST /v2/repository/models/{name}/unload`: 200 once unloaded; 404 for an unknown model.
@@ -53,6 +55,7 @@ def build_router() -> APIRouter:
             raise InvalidInput(f"'ready' must be true or false, got {ready_only!r}")
         entries = [
             {"name": e.name, "version": str(e.version), "state": e.state, "reason": e.reason}
+            if e.version is not None else {"name": e.name, "state": e.state, "reason": e.reason}
             for e in _reloader(request).index() if not ready_only or e.state == "READY"]
         return json_response(entries)
 
