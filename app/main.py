@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from app import metrics, tasks
+from app import metrics, tasks, web
 from app.batching import BatchingOptions
 from app.body_limit import BodySizeLimitMiddleware
 from app.dataplane import SERVER_NAME, SERVER_VERSION, DataPlane
@@ -29,7 +29,7 @@ from app.errors import ServingError
 from app.logging_setup import configure_logging
 from app.metrics import ServiceMetrics
 from app.observability import RequestObserver, use_log_format
-from app.protocols import kserve_v2, repository_control, tfserving
+from app.protocols import kserve_v2, repository_control, tfserving, training_info
 from app.protocols.common import json_response
 from app.protocols.hot_routes import hoist_inference_routes
 from app.registry import ModelRegistry
@@ -39,7 +39,6 @@ from app.security.http import AccessMiddleware
 from app.servable import Servable
 from app.settings import Settings
 from app.tasks.decoding import DecodePool
-from app.warmup import WarmupLimits
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +70,7 @@ def create_app(settings: Settings | None = None,
                             service_metrics.batch_observer(servable.name, servable.version))
 
     registry = ModelRegistry(settings.model_repository, settings.batching,
-                             runner_factory=runner_with_metrics,
-                             warmup_limits=WarmupLimits(settings.warmup_max_bytes,
-                                                        settings.warmup_max_records))
+                             runner_factory=runner_with_metrics)
     dataplane = DataPlane(registry, report, extensions=KSERVE_EXTENSIONS,
                           limits=settings.tensor_limits())
     reloader = RepositoryReloader(registry, settings.repository_config_path(),
@@ -114,8 +111,9 @@ def create_app(settings: Settings | None = None,
     install_error_handlers(app)
     for router in (tfserving.build_router(), kserve_v2.build_router(),
                    repository_control.build_router(), metrics.build_router(),
-                   tasks.build_router()):
+                   tasks.build_router(), training_info.build_router()):
         app.include_router(router)
+    web.install(app)  # GET / and /web/...: the playground and dashboard page
     hoist_inference_routes(app)
     log.info("%s %s: model repository %s", SERVER_NAME, SERVER_VERSION,
              settings.model_repository)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from app.devices import DeviceOptions, DeviceReport, configure_devices
-from training import publish
+from training import figures, publish
 from training.data import load_split
 from training.recipe import MnistSplit, Recipe, TrainConfig
 
@@ -140,13 +140,16 @@ def _export_evaluate_publish(job: TrainingJob, recipe: Recipe, model: Any, split
         serving_fn = publish.load_serving_function(staged.path)
         metrics = recipe.evaluate(serving_fn, split, config)
         log.info("held-out metrics: %s", metrics)
+        heldout_figures = figures.recipe_figures(recipe, serving_fn, split, config)
         training_record["wall_time_s"] = round(time.monotonic() - started, 1)
         metadata = publish.build_metadata(
             name=recipe.name, version=staged.version,
             data={"source": split.source, "train_rows": int(len(split.y_train)),
                   "heldout_rows": int(len(split.y_heldout)), "split_seed": split.split_seed},
             training=training_record, metrics=metrics,
-            signature=publish.signature_spec(serving_fn), extra=recipe.metadata(config),
+            signature=publish.signature_spec(serving_fn),
+            extra={**recipe.metadata(config),
+                   **({figures.FIGURES_KEY: heldout_figures} if heldout_figures else {})},
         )
         final_path = staged.commit(metadata)
     except BaseException:
@@ -277,6 +280,8 @@ def _training_record(job: TrainingJob, config: TrainConfig, strategy: Any,
         "devices": device_report.as_dict(),
         "init_from": str(init_weights) if init_weights else None,
         "final_epoch": final_epoch,
+        # Per epoch, for learning curves (versions trained before this was kept lack it).
+        figures.HISTORY_KEY: figures.history_record(history),
     }
     json.dumps(record)  # fail here, not half-way through the publish, if anything is not JSON
     return record

@@ -43,7 +43,13 @@ class TrainConfig:
 
 
 class Recipe(Protocol):
-    """What a model module provides to the driver."""
+    """What a model module provides to the driver.
+
+    Optional hook, looked up with `getattr` by `training.figures.recipe_figures`:
+    `heldout_figures(serving_fn, split, config) -> dict` returns small JSON figures computed on
+    the held-out data through the exported function (a confusion matrix, errors by bin, a few
+    pictures); they are stored under `figures` in metadata.json for the service's dashboard.
+    """
 
     name: str
     default_epochs: int

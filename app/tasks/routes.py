@@ -36,6 +36,12 @@ UPLOAD_FIELD = "file"
 _GENERIC_PART_TYPES = ("application/octet-stream", "")
 
 
+_MODEL_INPUT_DOC = ("Only with `include_input=true`: the picture exactly as the model received "
+                    "it after conversion, `[28, W]` values in [0, 1] (W = 28 for one digit).")
+IncludeInput = Annotated[bool, Query(description="Also return `model_input`, the converted "
+                                                 "picture the model was given.")]
+
+
 class DigitProbability(BaseModel):
     digit: int = Field(description="A digit, 0 to 9.")
     probability: float = Field(description="The model's probability for it.")
@@ -53,6 +59,7 @@ class DigitClassification(BaseModel):
     digit: int
     probabilities: list[DigitProbability] = Field(description="Most likely first.")
     model_version: int
+    model_input: list[list[float]] | None = Field(default=None, description=_MODEL_INPUT_DOC)
 
 
 class DigitString(BaseModel):
@@ -64,6 +71,11 @@ class DigitString(BaseModel):
     text: str = Field(description="The digits read, e.g. '4071' (empty if none were found).")
     confidence: float = Field(description="Probability of the whole reading, 0 to 1.")
     model_version: int
+    model_input: list[list[float]] | None = Field(default=None, description=_MODEL_INPUT_DOC)
+    step_probabilities: list[list[float]] | None = Field(
+        default=None, description="Only with `include_steps=true`: per time step (one step per "
+                                  "4 columns of `model_input`), the probability of each digit "
+                                  "0-9 and, last, of the blank: `[T, 11]`.")
 
 
 class SkewEstimate(BaseModel):
@@ -76,6 +88,7 @@ class SkewEstimate(BaseModel):
                                              "the picture back by this angle straightens it.")
     scale: float = Field(description="Size relative to an MNIST digit in the same frame.")
     model_version: int
+    model_input: list[list[float]] | None = Field(default=None, description=_MODEL_INPUT_DOC)
 
 
 _IMAGE_BODY_OPENAPI: dict[str, Any] = {
@@ -134,41 +147,66 @@ async def _prepared(request: Request, convert: Any) -> np.ndarray:
 async def classify_digit(
         request: Request, dataplane: DataPlaneDep,
         top_k: Annotated[int, Query(ge=1, le=10, description="How many digits to list.")] = 3,
+        include_input: IncludeInput = False,
 ) -> DigitClassification:
     """Classify a picture of one handwritten digit (any size, dark-on-light or light-on-dark)."""
     image = await _prepared(request, digit_input)
     result = await dataplane.infer(MNIST_MODEL, {"image": image})
     probabilities = np.asarray(result.outputs["probabilities"][0], dtype=np.float64)
     ranked = np.argsort(-probabilities, kind="stable")[:top_k]
-    return DigitClassification(
+    answer = DigitClassification(
         digit=int(result.outputs["class_id"][0]),
         probabilities=[DigitProbability(digit=int(d), probability=float(probabilities[d]))
                        for d in ranked],
         model_version=result.model_version,
     )
+    if include_input:
+        answer.model_input = _as_rows(image)
+    return answer
 
 
-async def read_digits(request: Request, dataplane: DataPlaneDep) -> DigitString:
+async def read_digits(
+        request: Request, dataplane: DataPlaneDep, include_input: IncludeInput = False,
+        include_steps: Annotated[bool, Query(description="Also return `step_probabilities`, "
+                                                         "where along the line each digit was "
+                                                         "read.")] = False,
+) -> DigitString:
     """Read a line of handwritten digits (one to several, left to right)."""
     image = await _prepared(request, strip_input)
     result = await dataplane.infer(OCR_MODEL, {"image": image})
     text = result.outputs["text"][0]
-    return DigitString(
+    answer = DigitString(
         text=text.decode("utf-8") if isinstance(text, bytes) else str(text),
         confidence=float(result.outputs["confidence"][0]),
         model_version=result.model_version,
     )
+    if include_input:
+        answer.model_input = _as_rows(image)
+    if include_steps and "probabilities" in result.outputs:
+        answer.step_probabilities = np.asarray(result.outputs["probabilities"][0],
+                                               dtype=np.float64).tolist()
+    return answer
 
 
-async def estimate_skew(request: Request, dataplane: DataPlaneDep) -> SkewEstimate:
+async def estimate_skew(request: Request, dataplane: DataPlaneDep,
+                        include_input: IncludeInput = False) -> SkewEstimate:
     """Estimate how far a digit is rotated and scaled; the whole picture is the frame."""
     image = await _prepared(request, frame_input)
     result = await dataplane.infer(DESKEW_MODEL, {"image": image})
-    return SkewEstimate(
+    answer = SkewEstimate(
         angle_degrees=float(np.ravel(result.outputs["angle"])[0]),
         scale=float(np.ravel(result.outputs["scale"])[0]),
         model_version=result.model_version,
     )
+    if include_input:
+        answer.model_input = _as_rows(image)
+    return answer
+
+
+def _as_rows(image: np.ndarray) -> list[list[float]]:
+    """A `[1, 28, W, 1]` model input as `[28, W]` rows: exact float32 values, not rounded, so
+    sending them back through `/v2/.../infer` reproduces the answer bit for bit."""
+    return np.asarray(image[0, :, :, 0], dtype=np.float64).tolist()
 
 
 def build_router() -> APIRouter:
@@ -176,6 +214,8 @@ def build_router() -> APIRouter:
     router = APIRouter(prefix="/tasks", tags=["Tasks"])
     common: dict[str, Any] = {"methods": ["POST"], "openapi_extra": _IMAGE_BODY_OPENAPI,
                               "responses": _ERROR_RESPONSES}
+    # Unset opt-in fields (`model_input`, ...) are left out: default answers stay as they were.
+    common["response_model_exclude_unset"] = True
     router.add_api_route("/classify-digit", classify_digit, response_model=DigitClassification,
                          summary="Which digit is in this picture?", **common)
     router.add_api_route("/read-digits", read_digits, response_model=DigitString,

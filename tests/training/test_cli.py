@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.training.conftest import TINY_RUN, TinyRuns, assert_succeeded, run_cli
 from training import publish
@@ -45,6 +48,24 @@ def test_tiny_run_publishes_version_1_with_complete_metadata(tiny_runs: TinyRuns
     assert metadata["signature"]["outputs"] == EXPECTED_OUTPUTS[name]
     if name == "mnist":
         assert metadata["class_names"] == [str(digit) for digit in range(10)]
+    # Per-epoch history (one epoch here) and the held-out figures the dashboard draws.
+    history = training["history"]
+    assert set(history) >= {"loss"} and all(len(values) == 1 for values in history.values())
+    assert history["loss"][0] == training["final_epoch"]["loss"]
+    figures = metadata["figures"]
+    if name == "mnist":
+        counts = figures["confusion_matrix"]["counts"]
+        assert len(counts) == 10 and all(len(row) == 10 for row in counts)
+        assert [sum(row) for row in counts] == [50] * 10  # 50 held-out digits per class
+        diagonal = sum(counts[digit][digit] for digit in range(10))
+        assert diagonal / 500 == metadata["metrics"]["heldout_accuracy"]
+    else:
+        by_angle = figures["error_by_angle"]
+        assert by_angle["bin_edges_deg"] == [float(edge) for edge in range(-45, 46, 5)]
+        assert sum(by_angle["count"]) == 500 and len(by_angle["angle_mae_deg"]) == 18
+        weighted = sum(m * c for m, c in zip(by_angle["angle_mae_deg"], by_angle["count"],
+                                            strict=True)) / 500
+        assert abs(weighted - metadata["metrics"]["heldout_angle_mae_deg"]) < 0.01
 
     summary = tiny_runs.stdout[name].strip().splitlines()[-1]
     assert summary.startswith(f"{name} version 1:") and str(version_dir) in summary
@@ -92,4 +113,11 @@ def test_tiny_ocr_run_publishes_with_its_decoding_metadata(tmp_path: Path) -> No
     assert metadata["signature"]["inputs"]["image"]["shape"] == [-1, 28, -1, 1]
     assert set(metadata["signature"]["outputs"]) == {"text", "confidence", "probabilities"}
     assert {"charset", "time_stride", "pad_value"} <= set(metadata)
+    strips = metadata["figures"]["heldout_strips"]
+    assert len(strips) == 8
+    for strip in strips:
+        picture = Image.open(io.BytesIO(base64.b64decode(strip["png"])))
+        assert picture.mode == "L" and picture.height == 28 and picture.width >= 28
+        assert strip["text"].isdigit() and 1 <= len(strip["text"]) <= 8
+        assert set(strip["reading"]) <= set("0123456789") and 0 <= strip["confidence"] <= 1
     assert result.stdout.strip().splitlines()[-1].startswith("ocr version 1:")

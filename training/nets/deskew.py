@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from training import transforms
+from training import figures, transforms
 from training.data import finish_pipeline, to_model_input
 from training.nets.common import (
     IMAGE_SIZE,
@@ -36,6 +36,7 @@ from training.nets.common import (
 from training.recipe import MnistSplit, TrainConfig
 
 HELDOUT_TRANSFORM_SEED = 20261125
+ERROR_BIN_DEG = 5.0  # 18 bins over [-45, 45]: about 28 of the 500 held-out digits each
 GENERATOR_CHUNK = 512  # examples transformed per vectorised NumPy call
 SCALE_HALF_RANGE = (transforms.SCALE_RANGE[1] - transforms.SCALE_RANGE[0]) / 2
 SCALE_CENTRE = (transforms.SCALE_RANGE[1] + transforms.SCALE_RANGE[0]) / 2
@@ -102,6 +103,23 @@ class DeskewRecipe:
             "heldout_angle_mae_deg": float(np.abs(outputs["angle"][:, 0] - angles).mean()),
             "heldout_scale_mae": float(np.abs(outputs["scale"][:, 0] - scales).mean()),
         }
+
+    def heldout_figures(self, serving_fn: Any, split: MnistSplit,
+                        config: TrainConfig) -> dict[str, Any]:
+        """Mean absolute angle and scale errors by true angle, in 5-degree bins, on the same
+        transformed held-out digits as the metrics."""
+        images, angles, scales = heldout_examples(split)
+        outputs = run_signature(serving_fn, images)
+        edges = np.arange(-transforms.MAX_ANGLE_DEG, transforms.MAX_ANGLE_DEG + 1e-6,
+                          ERROR_BIN_DEG)
+        by_angle = figures.error_by_bins(angles, outputs["angle"][:, 0] - angles, edges)
+        scale_error = figures.error_by_bins(angles, outputs["scale"][:, 0] - scales, edges)
+        return {"error_by_angle": {
+            "bin_edges_deg": by_angle["bin_edges"],
+            "angle_mae_deg": by_angle["mean_abs_error"],
+            "scale_mae": scale_error["mean_abs_error"],
+            "count": by_angle["count"],
+        }}
 
     def metadata(self, config: TrainConfig) -> dict[str, Any]:
         return {

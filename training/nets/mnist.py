@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from training import figures
 from training.data import labelled_images, to_model_input
 from training.nets.common import (
     IMAGE_SIZE,
@@ -81,6 +82,16 @@ class MnistRecipe:
         outputs = run_signature(serving_fn, to_model_input(split.x_heldout))
         accuracy = float((outputs["class_id"] == split.y_heldout).mean())
         return {"heldout_accuracy": accuracy}
+
+    def heldout_figures(self, serving_fn: Any, split: MnistSplit,
+                        config: TrainConfig) -> dict[str, Any]:
+        """The confusion matrix on the held-out rows: `counts[true digit][predicted digit]`."""
+        outputs = run_signature(serving_fn, to_model_input(split.x_heldout))
+        return {"confusion_matrix": {
+            "labels": CLASS_NAMES,
+            "counts": figures.confusion_matrix(split.y_heldout, outputs["class_id"],
+                                               len(CLASS_NAMES)),
+        }}
 
     def metadata(self, config: TrainConfig) -> dict[str, Any]:
         return {"class_names": CLASS_NAMES}

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from training import figures
 from training.nets.common import KerasInference, conv_bn, run_signature
 from training.recipe import MnistSplit, TrainConfig
 from training.strips import (
@@ -48,6 +49,8 @@ LENGTH_SPREAD = 3
 HELDOUT_STRIPS = 500
 HELDOUT_SEED = 20261125  # fixed: every version is measured on the same held-out strips
 EVAL_CHUNK = 100
+FIGURE_STRIPS = 8  # held-out strips shown on the dashboard (about 0.5 kB of PNG each)
+FIGURE_MARGIN = 4
 CONFIDENCE_DOC = {
     "greedy": "probability of the decoded best path: product over all time steps of the "
               "per-step maximum probability",
@@ -213,6 +216,25 @@ class OcrRecipe:
                                 np.random.default_rng(HELDOUT_SEED), HELDOUT_STYLE)
         texts = run_signature(serving_fn, strips.images, batch=EVAL_CHUNK)["text"]
         return string_metrics([text.decode("ascii") for text in texts], strips.texts())
+
+    def heldout_figures(self, serving_fn: Any, split: MnistSplit,
+                        config: TrainConfig) -> dict[str, Any]:
+        """`FIGURE_STRIPS` strips composed like the metrics' held-out strips (held-out digits,
+        held-out style, fixed seed), each cut to its ink plus a margin, as small PNGs with what
+        is written and what the exported graph read."""
+        strips = compose_strips(split.x_heldout, split.y_heldout, FIGURE_STRIPS,
+                                np.random.default_rng(HELDOUT_SEED), HELDOUT_STYLE)
+        shown = []
+        for index, expected in enumerate(strips.texts()):
+            last = int(strips.spans[index, strips.label_lengths[index] - 1, 1])
+            width = min(strips.images.shape[2], max(STRIP_HEIGHT, last + FIGURE_MARGIN))
+            image = strips.images[index:index + 1, :, :width]
+            outputs = serving_fn(image=tf.constant(image, dtype=tf.float32))
+            shown.append({"text": expected,
+                          "reading": outputs["text"].numpy()[0].decode("ascii"),
+                          "confidence": round(float(outputs["confidence"].numpy()[0]), 4),
+                          "png": figures.png_base64(image[0, :, :, 0])})
+        return {"heldout_strips": shown}
 
     def metadata(self, config: TrainConfig) -> dict[str, Any]:
         decoder = "beam_search" if config.beam_width > 0 else "greedy"
