@@ -1,0 +1,91 @@
+"""Schemathesis over the service's own `/openapi.json`, tokens configured: zero 5xx.
+
+A real server on 127.0.0.1 with the three published models, an API token and an admin token;
+the admin token goes with every request, so every documented route (model control included) is
+reached. Bounded: the coverage phase (every boundary and negative case the schema defines, and
+one unexpected method per route instead of six), a few examples per operation in the fuzzing
+phase, deterministic generation: about 300 requests, 15 s of requests on two busy cores. Run in
+CI: this is part of the proof that no request makes the server fail.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.live_server import REPO_ROOT, LiveServer, live_server
+from tests.security.conftest import ADMIN_HEADERS, ADMIN_TOKEN, API_HEADERS, API_TOKEN
+
+MODELS = ("mnist", "deskew", "ocr")
+EXAMPLES_PER_OPERATION = 4
+MAX_REQUESTS = 350
+RUN_TIMEOUT_S = 240
+# The coverage phase would also try six unexpected methods on every route (186 requests here,
+# all 405): one is enough to check that path.
+SCHEMATHESIS_CONFIG = '[phases.coverage]\nunexpected-methods = ["delete"]\n'
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    repository = tmp_path_factory.mktemp("repository")
+    for name in MODELS:
+        source = REPO_ROOT / "models" / name
+        newest = max((p for p in source.iterdir() if p.name.isdigit()),
+                     key=lambda p: int(p.name))
+        shutil.copytree(newest, repository / name / newest.name)
+    args = ["--device", "cpu", "--poll-interval", "0", "--log-level", "warning",
+            "--api-token", API_TOKEN, "--admin-token", ADMIN_TOKEN]
+    with live_server(repository, tmp_path_factory.mktemp("logs"), args,
+                     headers=API_HEADERS) as running:
+        yield running
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error(server: LiveServer, tmp_path: Path) -> None:
+    events = tmp_path / "events.ndjson"
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(SCHEMATHESIS_CONFIG)
+    command = [
+        str(Path(sys.executable).with_name("st")), "--config-file", str(config),
+        "run", f"{server.url}/openapi.json",
+        "--header", f"Authorization: {ADMIN_HEADERS['Authorization']}",
+        "--checks", "not_a_server_error",
+        "--max-examples", str(EXAMPLES_PER_OPERATION),
+        "--phases", "examples,coverage,fuzzing",
+        "--generation-deterministic", "--seed", "2026",
+        "--workers", "1", "--request-timeout", "30",
+        "--suppress-health-check", "all", "--no-color",
+        "--report", "ndjson", "--report-ndjson-path", str(events),
+    ]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT_S)
+    output = result.stdout[-6000:] + result.stderr[-2000:]
+    assert result.returncode == 0, f"{output}\nserver log:\n{server.log()[-4000:]}"
+    statuses = _response_statuses(events)
+    assert 100 <= len(statuses) <= MAX_REQUESTS, (len(statuses), output)
+    assert not [s for s in statuses if s >= 500], output
+    assert 401 not in statuses and 200 in statuses  # the token got every request through
+    assert server.is_running()
+    assert httpx.get(f"{server.url}/v2/health/live", timeout=5.0).status_code == 200
+    assert "Traceback" not in server.log()
+
+
+def _response_statuses(events: Path) -> list[int]:
+    """The status of every response the run recorded (its NDJSON event stream)."""
+    statuses: list[int] = []
+    for line in events.read_text().splitlines():
+        finished = json.loads(line).get("ScenarioFinished") if line.strip() else None
+        if not finished:
+            continue
+        for interaction in (finished["recorder"].get("interactions") or {}).values():
+            status = (interaction.get("response") or {}).get("status_code")
+            if isinstance(status, int):
+                statuses.append(status)
+    return statuses
