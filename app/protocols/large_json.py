@@ -48,6 +48,7 @@ PLACEHOLDER_PREFIX = "kerasserve:large-array:"
 # An array that is an object's value or a list's element (where a numeric array can start).
 _ARRAY_START = re.compile(rb"[:\[,]\s*\[")
 _OPEN, _CLOSE = ord("["), ord("]")
+_DIGIT = re.compile(rb"[0-9]")
 #: Values (commas and brackets) one plain `orjson.loads` may see in a body parsed off the loop.
 MAX_PLAIN_VALUES = 1 << 20
 _NUMERIC_RUN = re.compile(rb"[\[\]0-9.eE+\-\s,]*")
@@ -92,6 +93,9 @@ def loads_large(body: bytes | memoryview, slice_bytes: int = SLICE_BYTES,
         if end < 0 or end - start < min_cut_bytes:  # look for whole arrays inside the run
             rescanned += run_end - start
             search_from = start + 1
+            continue
+        if _DIGIT.search(data, start, end) is None:  # only brackets (`[[], []]`): orjson's
+            search_from = end
             continue
         array = _sliced_array(data, start, end, slice_bytes)
         if array is None:
