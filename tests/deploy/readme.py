@@ -29,6 +29,15 @@ VALIDATED_ONLY: dict[str, str] = {
         "test_static.py::test_hadolint_is_clean (no CUDA base image offline)",
     "docker compose -f docker-compose.yml -f docker-compose.gpu.yml up -d --wait":
         "test_static.py::test_compose_config_is_valid[gpu] (no GPU in CI)",
+    "KERASSERVE_ADMIN_TOKENS_SECRET=./admin-tokens docker compose up -d --wait":
+        "test_static.py::test_compose_hands_tokens_over_as_files_and_model_control_starts_off "
+        "(the token rules themselves: tests/security on a real server)",
+    "docker compose -f docker-compose.yml -f docker-compose.tokens.yml up -d --wait":
+        "test_static.py::test_tokens_override_requires_api_tokens_and_prometheus_sends_one",
+    'kubectl create secret generic kerasserve-tokens --from-literal=api-tokens="$(openssl rand '
+    '-hex 32)" --from-literal=admin-tokens="$(openssl rand -hex 32)"':
+        "test_static.py::test_deployments_probe_the_v2_health_routes (no cluster in CI; the "
+        "manifests mount this Secret's two keys)",
 }
 KUBECTL_PREFIX = "kubectl apply "
 
