@@ -634,6 +634,22 @@ def test_the_loop_survives_any_exception_and_reports_it(
                 await asyncio.sleep(0.05)
             assert registry.initial_load_done
             assert not task.done()
+            # Model b's folder turns into a link loop while it serves: it is left as it is.
+            os.rename(root / "b", root / ".b-aside")
+            os.symlink("b", root / "b")
+            await asyncio.sleep(0.5)  # ten polls
+            unreadable = [(p.kind, p.entry) for p in reloader.problems()]
+            b_states = reloader.snapshot_states()["b"]
+            index = [(e.name, e.version, e.state) for e in reloader.index()]
+            os.unlink(root / "b")
+            os.rename(root / ".b-aside", root / "b")
+            for _ in range(100):  # the next poll clears the fault
+                if not reloader.problems():
+                    break
+                await asyncio.sleep(0.05)
+            assert unreadable == [("unreadable_entry", "b")]
+            assert b_states == {1: "AVAILABLE"}
+            assert ("b", 1, "READY") in index and ("b", None, "UNAVAILABLE") in index
             return registry.model_names(), [e.reason for e in reloader.index()], seen_problems
         finally:
             task.cancel()
