@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     option("--host", "host", "interface to listen on")
     option("--port", "port", "TCP port", type=int)
+    option("--grpc-port", "grpc_port", "gRPC port, same host (0: no gRPC server)", type=int)
+    option("--grpc-max-concurrent-rpcs", "grpc_max_concurrent_rpcs", "gRPC calls served at "
+           "once; more are refused (RESOURCE_EXHAUSTED)", type=int, metavar="N")
     option("--model-repository", "model_repository", "folder with <name>/<version>/ models",
            metavar="DIR")
     option("--workers", "workers", "uvicorn worker processes", type=int, metavar="N")
@@ -200,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: model repository {str(settings.model_repository)!r} is not a directory "
               f"(set --model-repository or {_env('model_repository')})", file=sys.stderr)
         return EXIT_START_ERROR
+    if settings.grpc_port and not port_is_free(settings.host, settings.grpc_port):
+        print(f"error: cannot listen for gRPC on {settings.host}:{settings.grpc_port}: the "
+              f"port is in use (set --grpc-port, or 0 for no gRPC)", file=sys.stderr)
+        return EXIT_START_ERROR
     # Imported only now: TensorFlow takes seconds to import, option errors should not wait.
     import uvicorn
 
@@ -225,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          grace_s=settings.shutdown_grace,
                          json_logs=settings.log_format == "json", access_log=access_log,
                          limits=limits_from(settings))
+        if app.state.grpc.error is not None:  # logged when it happened
+            return EXIT_START_ERROR
     else:
         _export(settings)
         config = uvicorn.Config("app.main:create_app_from_environment",
@@ -243,6 +252,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             sock.close()
     return 0
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a plain bind of `host:port` works now (the gRPC server binds it later, from
+    the app's lifespan, where a failure could not stop the start as clearly)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As gRPC binds: connections of an earlier server in TIME_WAIT do not block the port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -31,11 +31,12 @@ from app.metrics import ServiceMetrics
 from app.observability import RequestObserver, use_log_format
 from app.protocols import kserve_v2, repository_control, tfserving, training_info
 from app.protocols.common import json_response
+from app.protocols.grpc.lifecycle import GrpcLifecycle
 from app.protocols.hot_routes import hoist_inference_routes
 from app.registry import ModelRegistry
 from app.reloader import RepositoryReloader
 from app.runners import Runner, build_runner
-from app.security.http import AccessMiddleware
+from app.security.http import AccessMiddleware, document_bearer_tokens
 from app.servable import Servable
 from app.settings import Settings
 from app.tasks.decoding import DecodePool
@@ -79,14 +80,19 @@ def create_app(settings: Settings | None = None,
     service_metrics.state.watch(reloader.version_snapshots,
                                 gpu_memory_in_use if report.mode == "gpu" else None)
 
+    # The gRPC front end on the same data plane (started in the background: see its module).
+    grpc_front = GrpcLifecycle(settings, dataplane, token_guard, service_metrics, reloader)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Initial load, then polling (app.reloader); readiness turns true after the first.
         loading = asyncio.create_task(reloader.run(), name="repository-reloader")
+        grpc_front.start()
         try:
             yield
         finally:
             dataplane.shutting_down = True
+            await grpc_front.stop(settings.shutdown_grace)
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
@@ -103,6 +109,7 @@ def create_app(settings: Settings | None = None,
     app.state.decode_pool = DecodePool(settings.image_limits(), settings.image_decode_threads,
                                        settings.image_decode_queue)
     app.state.token_guard = token_guard
+    app.state.grpc = grpc_front
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     # Tokens before anything reads a body; inside the observer, so 401/403 are counted.
     app.add_middleware(AccessMiddleware, guard=token_guard, cors_origins=settings.cors_origins)
@@ -118,6 +125,7 @@ def create_app(settings: Settings | None = None,
     log.info("%s %s: model repository %s", SERVER_NAME, SERVER_VERSION,
              settings.model_repository)
     return app
+    document_bearer_tokens(app)
 
 
 def create_app_from_environment() -> FastAPI:

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # gRPC (app.protocols.grpc): same host, its own port (Triton's 8001; 0: no gRPC server);
+    # calls beyond the concurrency cap are refused (RESOURCE_EXHAUSTED), not queued.
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
+    grpc_max_concurrent_rpcs: int = Field(default=1024, ge=1)
     model_repository: Path = Path("models")
     workers: int = Field(default=1, ge=1)
     log_level: LogLevel = "info"

@@ -14,6 +14,10 @@ from collections.abc import Generator
 
 import pytest
 
+# Servers started by tests serve no gRPC unless a test gives them a port (`--grpc-port`): the
+# default port is one per machine, and servers of concurrent test runs would fight over it.
+os.environ.setdefault("KERASSERVE_GRPC_PORT", "0")
+
 #: Reasons (prefixes) a test may be skipped or xfailed for under CI=true.
 ALLOWED_CI_SKIP_REASONS: tuple[str, ...] = (
     # The CPU-only checks describe a machine without a GPU; a GPU machine runs bench/gpu_check.

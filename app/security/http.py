@@ -29,7 +29,9 @@ checks; otherwise one pass over the request's header list.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -48,6 +50,7 @@ CORS_ALLOW_METHODS = b"GET, POST, OPTIONS"
 CORS_ALLOW_HEADERS = b"Authorization, Content-Type, X-Request-ID, Inference-Header-Content-Length"
 CORS_EXPOSE_HEADERS = b"X-Request-ID, Inference-Header-Content-Length, WWW-Authenticate"
 CORS_MAX_AGE = b"600"
+BEARER_SCHEME = "bearer"
 
 
 def classify(path: str) -> Access:
@@ -214,3 +217,30 @@ class AccessMiddleware:
             await send(message)
 
         return send_with_cors
+
+
+def document_bearer_tokens(app: FastAPI) -> None:
+    """Declare the bearer tokens in the app's OpenAPI document, per operation by the same
+    `classify` the middleware uses: `/docs` gets an Authorize button, clients see which
+    routes need a token."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()  # caches itself in app.openapi_schema
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes[BEARER_SCHEME] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API token (or an admin token) where API tokens are "
+                "configured; an admin token for /v2/repository/*. Health routes and the "
+                "documentation need none.",
+            }
+            for path, operations in schema.get("paths", {}).items():
+                needed = [] if classify(path) is Access.OPEN else [{BEARER_SCHEME: []}]
+                for operation in operations.values():
+                    if isinstance(operation, dict):
+                        operation["security"] = needed
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

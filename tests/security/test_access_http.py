@@ -222,3 +222,18 @@ async def test_admin_routes_refuse_what_a_foreign_page_could_send(make_client: A
         config = await client.get("/v2/repository/config",
                                   headers={**ADMIN_HEADERS, "Origin": "https://evil.example"})
         assert config.status_code == 403
+
+
+async def test_the_openapi_document_says_which_routes_need_a_token(make_client: Any) -> None:
+    async with make_client(**TOKENS) as client:
+        document = (await client.get("/openapi.json")).json()
+    assert document["components"]["securitySchemes"]["bearer"] == {
+        "type": "http", "scheme": "bearer",
+        "description": document["components"]["securitySchemes"]["bearer"]["description"]}
+    needs = {(method.upper(), path): operation["security"]
+             for path, operations in document["paths"].items()
+             for method, operation in operations.items()}
+    assert needs[("GET", "/v2/health/live")] == []
+    assert needs[("POST", "/v2/models/{model_name}/infer")] == [{"bearer": []}]
+    assert needs[("POST", "/v2/repository/models/{name}/unload")] == [{"bearer": []}]
+    assert needs[("GET", "/metrics")] == [{"bearer": []}]
