@@ -19,6 +19,11 @@ a 500 with a generic message (the traceback goes to the log, never to the client
 | ClientClosedRequest | 499 | the client went away while its request was queued |
 | Unavailable | 503 | model not ready (loading, failed, unloading) or server shutting down |
 | DeadlineExceeded | 504 | the request timed out before its work started |
+
+Refused before the app sees a request, by the HTTP protocol (`app.security.http_limits`), with
+the same `{"error": "..."}` body and the connection closed: 408 request headers not received
+within the header timeout, 431 request headers over the size or count limit, 503 too many open
+connections.
 """
 
 from __future__ import annotations
