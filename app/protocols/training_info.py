@@ -28,23 +28,31 @@ from app.registry import ModelRegistry, ModelVersion
 from app.repository import RepositoryError, read_metadata
 
 TRAINING_PATH = "/v2/models/{model_name}/versions/{version}/training"
-# An absolute POSIX path (two or more segments) or a Windows drive path, anywhere in a string
-# ("npz:/data/mnist.npz"). Segments with a colon are left alone: TensorFlow's device names
-# ("/job:worker/replica:0/task:1/device:GPU:0", "/device:CPU:0") look like paths but are not.
+# An absolute POSIX path (two or more segments), a Windows drive path or a home path, starting
+# a string or after a space, quote, bracket, '=', ',' or ':' ("npz:/data/mnist.npz"); a slash
+# inside a word (base64, "tensorflow/serving/predict") starts none. Segments with a colon are
+# left alone: TensorFlow's device names ("/job:worker/replica:0/task:1/device:GPU:0",
+# "/device:CPU:0") look like paths but are not.
+_START = r"(?<![^\s'\"(\[=,:])"
 _ABSOLUTE_PATH = re.compile(
-    r"(?<![\w.~/-])(?:[A-Za-z]:[\\/]|/(?!/))(?:[^\s:\\/'\"]+[\\/])+([^\s:\\/'\"]*)"
-    r"|(?<![\w.])~[\\/](?:[^\s:\\/'\"]+[\\/])*([^\s:\\/'\"]*)"
+    _START + r"(?:[A-Za-z]:[\\/]|/(?!/))(?:[^\s:\\/'\"]+[\\/])+([^\s:\\/'\"]*)"
+    r"|" + _START + r"~[\\/](?:[^\s:\\/'\"]+[\\/])*([^\s:\\/'\"]*)"
 )
+# Values that are data, not text: the training package stores figure pictures as base64 PNG.
+OPAQUE_KEYS = frozenset({"png"})
 
 
 def strip_paths(value: Any) -> Any:
-    """`value` (JSON data) with every absolute filesystem path cut to `.../<last component>`."""
+    """`value` (JSON data) with every absolute filesystem path cut to `.../<last component>`
+    (values under `OPAQUE_KEYS` are kept as they are)."""
     if isinstance(value, str):
         return _ABSOLUTE_PATH.sub(
             lambda match: ".../" + (match.group(1) or match.group(2) or ""), value
         )
     if isinstance(value, dict):
-        return {key: strip_paths(item) for key, item in value.items()}
+        return {
+            key: item if key in OPAQUE_KEYS else strip_paths(item) for key, item in value.items()
+        }
     if isinstance(value, list):
         return [strip_paths(item) for item in value]
     return value

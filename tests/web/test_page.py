@@ -262,7 +262,12 @@ def test_dashboard_lists_models_versions_and_draws_curves(pages: Pages) -> None:
         assert panel.locator("[data-testid=not-recorded]").count() == 0
         mnist.screenshot(path=str(artifacts_dir() / f"models-trained-now-{name}.png"))
     ocr = page.locator("[data-testid=model-ocr]")
-    assert "92.0%" in ocr.inner_text() and "not recorded" in ocr.inner_text()
+    assert "92.0%" in ocr.inner_text() and "not recorded" in ocr.inner_text()  # no history
+    strips = ocr.locator("[data-testid=heldout-strip]")
+    assert strips.count() == 8
+    assert strips.first.locator("img").evaluate("(image) => image.naturalHeight") == 28
+    angle = page.locator("[data-testid=model-deskew] [data-testid=error-by-angle] circle")
+    assert angle.count() == 18  # one point per 5-degree bin
 
 
 def test_live_figures_refresh_from_metrics(pages: Pages, api: httpx.Client) -> None:

@@ -62,7 +62,8 @@ export function barChart(values, labels, { highlight = -1, max = 1, series = 0,
 }
 
 // Lines over a shared x axis (epochs): [{name, values}], y from 0 (or the data's minimum).
-export function lineChart(series, { xLabel = "epoch", yLabel = "", title = "" } = {}) {
+export function lineChart(series, { xLabel = "epoch", yLabel = "", title = "",
+                                    xTicks = null } = {}) {
   const width = 360;
   const height = 200;
   const left = 40;
@@ -88,7 +89,8 @@ export function lineChart(series, { xLabel = "epoch", yLabel = "", title = "" } 
   }
   const every = Math.max(1, Math.ceil(points / 8));
   for (let index = 0; index < points; index += every) {
-    svg.append(s("text", { x: x(index), y: height - bottom + 16, class: "tick" }, index + 1));
+    svg.append(s("text", { x: x(index), y: height - bottom + 16, class: "tick" },
+                 xTicks ? xTicks[index] : index + 1));
   }
   svg.append(s("text", { x: (left + width - right) / 2, y: height - 2, class: "axis-label" },
                xLabel));
@@ -99,7 +101,8 @@ export function lineChart(series, { xLabel = "epoch", yLabel = "", title = "" } 
     svg.append(s("path", { d: path, class: `line ${cls}` }));
     line.values.forEach((value, index) => {
       svg.append(s("circle", { cx: x(index), cy: y(value), r: 2.6, class: `dot ${cls}` },
-                   s("title", {}, `${line.name}, ${xLabel} ${index + 1}: ${formatTick(value)}`)));
+                   s("title", {}, `${line.name}, ${xLabel} ${xTicks ? xTicks[index] : index + 1}: `
+                     + formatTick(value))));
     });
   });
   return svg;

@@ -65,8 +65,8 @@ function notRecorded(what) {
       + "now on record them."));
 }
 
-function figureCard(title, body, note) {
-  return h("figure", { class: "figure" }, h("figcaption", {}, title), body,
+function figureCard(title, body, note, wide = false) {
+  return h("figure", { class: wide ? "figure wide" : "figure" }, h("figcaption", {}, title), body,
     note ? h("p", { class: "muted small" }, note) : null);
 }
 
@@ -93,7 +93,8 @@ function strips(list) {
     const image = h("img", { src: `data:image/png;base64,${strip.png}`, alt: `strip ${strip.text}`,
                              class: "strip-picture" });
     const right = strip.reading === strip.text;
-    return h("div", { class: `strip-row ${right ? "right" : "wrong"}` }, image,
+    return h("div", { class: `strip-row ${right ? "right" : "wrong"}`, dataset: { testid: "heldout-strip" } },
+      h("div", { class: "strip-cell" }, image),
       h("div", { class: "strip-text" },
         h("span", { class: "reading-small" }, strip.reading || "∅"),
         right ? badge("right", "good") : badge(`should be ${strip.text}`, "bad"),
@@ -105,10 +106,14 @@ function errorByAngle(figure) {
   const edges = figure.bin_edges_deg;
   const centres = edges.slice(0, -1).map((edge, index) => (edge + edges[index + 1]) / 2);
   const chart = lineChart([{ name: "angle error (°)", values: figure.angle_mae_deg }],
-                          { xLabel: "true angle bin", yLabel: "mean abs. error (°)" });
-  return h("div", {}, chart, h("div", { class: "axis-note muted small" },
-    `bins of ${edges[1] - edges[0]}° from ${edges[0]}° to ${edges[edges.length - 1]}°; `
-    + `points at ${centres[0]}°, ${centres[1]}°, … ${centres[centres.length - 1]}°`));
+                          { xLabel: "true angle (°, counter-clockwise)",
+                            yLabel: "mean abs. error (°)",
+                            xTicks: centres.map((centre) => String(Math.round(centre))) });
+  const total = figure.count.reduce((a, b) => a + b, 0);
+  return h("div", { dataset: { testid: "error-by-angle" } }, chart,
+    h("div", { class: "axis-note muted small" },
+      `mean absolute angle error (°) of the ${total} held-out digits, by the angle they were `
+      + `turned, in ${edges[1] - edges[0]}° bins`));
 }
 
 function figuresOf(model, entry) {
@@ -126,7 +131,8 @@ function figuresOf(model, entry) {
   }
   if (model === "ocr" || figures.heldout_strips) {
     list.push(figures.heldout_strips
-      ? figureCard("Held-out strips and their readings", strips(figures.heldout_strips))
+      ? figureCard("Held-out strips and their readings", strips(figures.heldout_strips),
+        "composed from held-out digits; what the exported model read", true)
       : figureCard("Held-out strips and their readings", notRecorded("Held-out figures")));
   }
   if (model === "deskew" || figures.error_by_angle) {
