@@ -85,6 +85,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     TF_CPP_MIN_LOG_LEVEL=1 \
     KERASSERVE_HOST=0.0.0.0 \
     KERASSERVE_PORT=8000 \
+    KERASSERVE_GRPC_PORT=8001 \
     KERASSERVE_MODEL_REPOSITORY=/models \
     KERASSERVE_WORKERS=1 \
     KERASSERVE_DEVICE=auto \
@@ -92,7 +93,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 # From /, the training CLI's default repository ("models") is the same /models.
 WORKDIR /
 USER 10001:0
-EXPOSE 8000
+# HTTP (TF Serving REST, KServe v2, tasks, metrics) and gRPC (TF Serving, KServe v2, health).
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
   CMD ["python", "/opt/kerasserve/healthcheck.py"]
 # Every option comes from KERASSERVE_* variables (see `docker run IMAGE --help`); arguments

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tests.deploy.engine import DockerEngine
 from tests.deploy.processes import Finished, run
+from tests.live_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README = REPO_ROOT / "README.md"
@@ -71,6 +72,8 @@ class ReadmeRunner:
     docker_config: Path
     extra_build_args: list[str]
     ran: list[str] = field(default_factory=list)
+    # Where Compose publishes the gRPC port: a free loopback port, not the host's 8001.
+    grpc_published: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
 
     def run(self, command: str, *, timeout: float) -> Finished:
         """Run one documented command (it must be in the document) and return its result."""
@@ -81,7 +84,8 @@ class ReadmeRunner:
             shell = shell.replace("docker build ", "docker build " +
                                   " ".join(self.extra_build_args) + " ", 1)
         env = {**self.engine.env, "PATH": f"{self.bin_dir}{os.pathsep}{os.environ['PATH']}",
-               "DOCKER_CONFIG": str(self.docker_config), "KERASSERVE_PUBLISH": self.published}
+               "DOCKER_CONFIG": str(self.docker_config), "KERASSERVE_PUBLISH": self.published,
+               "KERASSERVE_GRPC_PUBLISH": self.grpc_published}
         return run(["bash", "-c", shell], timeout=timeout, env=env, cwd=REPO_ROOT)
 
     def commands_not_run(self) -> list[str]:

@@ -81,7 +81,9 @@ def test_server_service_is_production_shaped() -> None:
     assert server["image"] == "kerasserve:latest"
     assert server["restart"] == "unless-stopped"
     assert server["healthcheck"]["test"] == ["CMD", "python", "/opt/kerasserve/healthcheck.py"]
-    assert [(p["target"], p["published"]) for p in server["ports"]] == [(8000, "8000")]
+    assert [(p["target"], p["published"]) for p in server["ports"]] == [(8000, "8000"),
+                                                                        (8001, "8001")]
+    assert server["environment"]["KERASSERVE_GRPC_PORT"] == "8001"
     assert {"type": "volume", "source": "models", "target": "/models"}.items() <= \
         server["volumes"][0].items()
     limits = server["deploy"]["resources"]["limits"]
@@ -259,13 +261,17 @@ def test_deployments_probe_the_v2_health_routes(name: str, image: str, gpu: bool
     pod = deployment["spec"]["template"]["spec"]
     server = _containers(pod)["server"]
     assert server["image"] == image
-    assert _probe_path(server, "readinessProbe") == READY_PATH
+    # Readiness over gRPC (grpc.health.v1 answers what /v2/health/ready answers), on the
+    # container's gRPC port; liveness over HTTP.
+    ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+    assert server["readinessProbe"]["grpc"]["port"] == ports["grpc"] == 8001
     assert _probe_path(server, "livenessProbe") == LIVE_PATH
     resources = server["resources"]
     assert resources["requests"]["cpu"] and resources["limits"]["memory"]
     assert ("nvidia.com/gpu" in resources["limits"]) is gpu
     env = {e["name"]: e.get("value") for e in server["env"]}
     assert env["KERASSERVE_MODEL_REPOSITORY"] == "/models"
+    assert env["KERASSERVE_GRPC_PORT"] == "8001"
     assert env["KERASSERVE_DEVICE"] == ("gpu" if gpu else "cpu")
     if gpu:
         assert env["KERASSERVE_GPU_MEMORY_GROWTH"] == "true"
@@ -305,6 +311,7 @@ def test_service_hpa_and_claims_point_at_what_exists() -> None:
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert service["spec"]["ports"][1]["targetPort"] == "grpc"
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
                                              "name": deployment["metadata"]["name"]}
     assert hpa["spec"]["minReplicas"] >= 2
@@ -367,6 +374,8 @@ def test_inferenceservice_is_a_v2_custom_predictor(tmp_path: Path) -> None:
     port = container["ports"][0]["containerPort"]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["KERASSERVE_PORT"] == str(port)
+    (grpc_port,) = [p["containerPort"] for p in container["ports"] if p.get("name") == "h2c"]
+    assert env["KERASSERVE_GRPC_PORT"] == str(grpc_port)
     for probe, path in (("readinessProbe", READY_PATH), ("livenessProbe", LIVE_PATH)):
         assert container[probe]["httpGet"] == {"path": path, "port": port}
     pod_fields = {"containers", "initContainers", "volumes", "securityContext"}
