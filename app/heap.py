@@ -11,6 +11,7 @@ Versions loaded later stay visible to the collector, which is only slower, never
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import time
@@ -29,3 +30,19 @@ async def freeze_heap_after_initial_load(registry: Any) -> None:
     gc.freeze()
     log.info("froze %d objects out of the garbage collector's view in %.0f ms",
              gc.get_freeze_count(), (time.perf_counter() - started) * 1000)
+
+
+def release_freed_memory() -> None:
+    """Collect an unloaded version's cycles now and hand the freed heap pages back to the OS.
+
+    Why: glibc keeps freed heap memory in its arenas. In the soak (a new version every 30 s, the
+    oldest unloaded) the resident size grew by about 5 MB per version without this; loading and
+    unloading a version 14 times in one process grew it by 13 MB without `malloc_trim` and by
+    7 MB with it. Called after an unload, off the event loop; a no-op where glibc is absent.
+    """
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.malloc_trim(0)

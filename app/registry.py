@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from app.batching import BatchingOptions
 from app.errors import InvalidInput, NotFound, Unavailable
+from app.heap import release_freed_memory
 from app.redaction import public_text
 from app.repository import RepositoryError, VersionDir, VersionPolicy
 from app.runners import Runner, RunnerFactory, build_runner
@@ -188,6 +189,7 @@ class ModelRegistry:
         entry.servable = None
         entry.state = VersionState.END
         log.info("unloaded %s version %d", name, version)
+        await asyncio.to_thread(release_freed_memory)
 
     async def close(self, drain_timeout_s: float) -> None:
         """Unload everything (shutdown), draining each version for at most `drain_timeout_s`."""
