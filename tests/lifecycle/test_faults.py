@@ -163,6 +163,19 @@ def _oversized_warmup(staged: Path) -> None:
     write_warmup_file(staged, [{"image": mnist_image(80)}])
 
 
+def _record_header(length: int) -> bytes:
+    """A TFRecord header: the length and its masked CRC32C, as TensorFlow's reader checks it."""
+    header = length.to_bytes(8, "little")
+    crc = 0xFFFFFFFF
+    for byte in header:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    crc ^= 0xFFFFFFFF
+    masked = ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+    return header + masked.to_bytes(4, "little")
+
+
 def _raising_warmup(staged: Path) -> None:
     write_warmup_file(staged, [{"image": np.zeros((1, 5, 5, 1), np.float32)}])  # wrong shape
 
@@ -562,9 +575,11 @@ def test_warmup_reads_are_bounded_before_anything_is_allocated(tmp_path: Path) -
         read_warmup_requests(tmp_path, WarmupLimits(size - 1, 3))
     with pytest.raises(WarmupFileError, match="more than 2 records"):
         read_warmup_requests(tmp_path, WarmupLimits(size, 2))
-    # A header that declares a petabyte: refused from the header, nothing allocated.
-    path.write_bytes((10**15).to_bytes(8, "little") + b"\0" * 40)
-    with pytest.raises(WarmupFileError, match="declares 1000000000000000 bytes"):
+    # A 76-byte file whose header (with a valid checksum) declares a 16 GiB record: refused from
+    # the header. TensorFlow's reader would allocate the declared length first (it crashed a
+    # process capped at 12 GB of address space with SIGSEGV).
+    path.write_bytes(_record_header(1 << 34) + b"\0" * 64)
+    with pytest.raises(WarmupFileError, match="declares 17179869184 bytes, the file has 64"):
         read_warmup_requests(tmp_path)
     os.unlink(path)
     os.mkfifo(path)
