@@ -40,6 +40,7 @@ from app.security.http import AccessMiddleware, document_bearer_tokens
 from app.servable import Servable
 from app.settings import Settings
 from app.tasks.decoding import DecodePool
+from app.warmup import WarmupLimits
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,9 @@ def create_app(settings: Settings | None = None,
                             service_metrics.batch_observer(servable.name, servable.version))
 
     registry = ModelRegistry(settings.model_repository, settings.batching,
-                             runner_factory=runner_with_metrics)
+                             runner_factory=runner_with_metrics,
+                             warmup_limits=WarmupLimits(settings.warmup_max_bytes,
+                                                        settings.warmup_max_records))
     dataplane = DataPlane(registry, report, extensions=KSERVE_EXTENSIONS,
                           limits=settings.tensor_limits())
     reloader = RepositoryReloader(registry, settings.repository_config_path(),
