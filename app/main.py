@@ -125,10 +125,10 @@ def create_app(settings: Settings | None = None,
         app.include_router(router)
     web.install(app)  # GET / and /web/...: the playground and dashboard page
     hoist_inference_routes(app)
+    document_bearer_tokens(app)
     log.info("%s %s: model repository %s", SERVER_NAME, SERVER_VERSION,
              settings.model_repository)
     return app
-    document_bearer_tokens(app)
 
 
 def create_app_from_environment() -> FastAPI:
