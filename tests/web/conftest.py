@@ -160,6 +160,11 @@ def pages(browser: object, web_server: LiveServer) -> Iterator[Pages]:
 def screenshot(page: object, name: str) -> Path:
     """Save a full-page screenshot as a test artifact; returns its path."""
     path = artifacts_dir() / f"{name}.png"
+    # Readable at this size: nothing wider than the window (no sideways scrolling).
+    widths = page.evaluate(  # type: ignore[attr-defined]
+        "[document.documentElement.scrollWidth, window.innerWidth]"
+    )
+    assert widths[0] <= widths[1], f"{name}: the page is {widths[0]} px wide in {widths[1]} px"
     page.evaluate("window.scrollTo(0, 0)")  # the sticky bar at the top, where it belongs
     page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
     return path

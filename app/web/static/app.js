@@ -42,11 +42,11 @@ async function serverBadge() {
   try {
     const [info, models] = await Promise.all([api("/v2"), catalog()]);
     const ready = [...models.values()].filter((model) => model.latest).length;
-    clear(badge, h("span", { class: "dot good" }),
+    clear(badge, h("span", { class: "dot good" }), h("span", { class: "server-text" },
       `${info.name} ${info.version} · ${(info.device?.mode || "?").toUpperCase()} · `
-      + `${ready}/${models.size} models ready`);
+      + `${ready}/${models.size} models ready`));
   } catch (error) {
-    clear(badge, h("span", { class: "dot bad" }), error.message);
+    clear(badge, h("span", { class: "dot bad" }), h("span", { class: "server-text" }, error.message));
   }
 }
 

@@ -51,11 +51,11 @@ function signatureTable(entry) {
     }
   }
   if (!rows.length) return h("p", { class: "muted" }, "No signature: the version is not loaded.");
-  return h("table", { class: "data signature" },
+  return h("div", { class: "table-scroll" }, h("table", { class: "data signature" },
     h("thead", {}, h("tr", {}, ["", "name", "type", "shape"].map((text) => h("th", {}, text)))),
     h("tbody", {}, rows.map(([role, name, type, shape]) => h("tr", {},
       h("td", {}, badge(role, role === "input" ? "accent" : "neutral")), h("td", {}, h("code", {}, name)),
-      h("td", {}, h("code", {}, type)), h("td", {}, h("code", {}, `[${shape.join(", ")}]`))))));
+      h("td", {}, h("code", {}, type)), h("td", {}, h("code", {}, `[${shape.join(", ")}]`)))))));
 }
 
 function notRecorded(what) {
@@ -246,11 +246,11 @@ function adminPanel() {
       api("/v2/repository/config", { admin: true }).catch((e) => ({ e })),
     ]);
     clear(output,
-      index.e ? errorBox(index.e, "Repository index") : h("table", { class: "data" },
+      index.e ? errorBox(index.e, "Repository index") : h("div", { class: "table-scroll" }, h("table", { class: "data" },
         h("thead", {}, h("tr", {}, ["model", "version", "state", "reason"].map((t) => h("th", {}, t)))),
         h("tbody", {}, index.map((row) => h("tr", {}, h("td", {}, row.name), h("td", {}, row.version),
           h("td", {}, badge(row.state, row.state === "READY" ? "good" : "warn")),
-          h("td", {}, row.reason || ""))))),
+          h("td", {}, row.reason || "")))))),
       config.e ? errorBox(config.e, "Repository config")
         : h("details", { class: "raw" }, h("summary", {}, "repository config in force"),
           h("pre", {}, JSON.stringify(config, null, 2))));
