@@ -10,6 +10,9 @@ Protocols:
 - `v2json`: KServe v2 JSON, `POST /v2/models/{model}/infer`, flat `data`.
 - `v2bin`: KServe v2 binary tensor extension: JSON header, then raw little-endian float32 bytes;
   `Inference-Header-Content-Length` gives the header's length; outputs requested in binary too.
+- `grpc`: KServe v2 over gRPC, `inference.GRPCInferenceService/ModelInfer` with the tensor in
+  `raw_input_contents` (what tritonclient.grpc sends), as one gRPC frame (1-byte flag, 4-byte
+  big-endian length, the message) for h2load to send as the HTTP/2 request body.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from typing import Literal
 import numpy as np
 import orjson
 
-Protocol = Literal["tfs", "v2json", "v2bin"]
-PROTOCOLS: tuple[Protocol, ...] = ("tfs", "v2json", "v2bin")
+Protocol = Literal["tfs", "v2json", "v2bin", "grpc"]
+PROTOCOLS: tuple[Protocol, ...] = ("tfs", "v2json", "v2bin", "grpc")
+GRPC_INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
+GRPC_CONTENT_TYPE = "application/grpc"
 DIGIT_SIDE = 28
 
 
@@ -72,6 +77,9 @@ def build_payload(protocol: Protocol, model: str, rows: int, ocr_width: int = 14
     """Encode `rows` copies of the model's sample input in `protocol`."""
     image = model_input(model, rows, ocr_width)
     shape = list(image.shape)
+    if protocol == "grpc":
+        return Payload(protocol, model, rows, GRPC_INFER_PATH, GRPC_CONTENT_TYPE,
+                       grpc_frame(model_infer_request(model, image)), None)
     if protocol == "tfs":
         body = orjson.dumps({"instances": image}, option=orjson.OPT_SERIALIZE_NUMPY)
         return Payload(protocol, model, rows, f"/v1/models/{model}:predict",
@@ -87,3 +95,18 @@ def build_payload(protocol: Protocol, model: str, rows: int, ocr_width: int = 14
     header = orjson.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}})
     return Payload(protocol, model, rows, path, "application/octet-stream", header + raw,
                    len(header))
+
+
+def model_infer_request(model: str, image: np.ndarray) -> bytes:
+    """A serialized `ModelInferRequest` (tritonclient's generated message) for `image`."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=model)
+    request.inputs.add(name="image", datatype="FP32", shape=image.shape)
+    request.raw_input_contents.append(image.astype("<f4").tobytes())
+    return request.SerializeToString()
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """One uncompressed gRPC length-prefixed message."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message

@@ -71,6 +71,7 @@ class ServerProcess:
     cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     start_to_ready_s: float | None = None
+    grpc_port: int | None = None  # where it serves gRPC, when the benchmark drives that
 
     def start(self, ready_timeout_s: float = 180.0) -> float:
         """Launch and poll the ready paths until all answer 200; returns seconds to ready."""

@@ -27,7 +27,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.loadgen import BodyFiles, LoadGeneratorError, require_wrk, run_wrk
+from bench.loadgen import (
+    BodyFiles,
+    LoadGeneratorError,
+    LoadResult,
+    require_h2load,
+    require_wrk,
+    run_h2load,
+    run_wrk,
+)
 from bench.payloads import Payload, Protocol, build_payload
 from bench.processes import ServerProcess, ServerStartError, http_request
 from bench.report import render_markdown
@@ -50,17 +58,39 @@ def log(message: str) -> None:
     print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
 
 
-def scenarios_for(system: System, models: list[str], row_counts: list[int]) -> list[Scenario]:
+def scenarios_for(system: System, models: list[str], row_counts: list[int],
+                  protocols: set[str] | None = None) -> list[Scenario]:
     """The sweep for one system: everything it speaks; extra service workers get mnist 1-row."""
     extra_workers = "@" in system.name
     return [
         Scenario(model, protocol, rows)
         for model in models if model in system.models
-        for protocol in system.protocols
+        for protocol in system.protocols if protocols is None or protocol in protocols
         for rows in row_counts
         if not (system.name == "naive" and rows > 1)  # 64 rows through pydantic: minutes
         and not (extra_workers and (model != "mnist" or rows > 1))
     ]
+
+
+def probe_grpc(server: ServerProcess, payload: Payload) -> str | None:
+    """One ModelInfer with tritonclient.grpc: the load generator reads no gRPC status."""
+    import numpy as np
+    import tritonclient.grpc as triton_grpc
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest.FromString(payload.body[5:])
+    shape = list(request.inputs[0].shape)
+    image = np.frombuffer(request.raw_input_contents[0], dtype="<f4").reshape(shape)
+    tensor = triton_grpc.InferInput("image", shape, "FP32")
+    tensor.set_data_from_numpy(image)
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    try:
+        result = client.infer(payload.model, [tensor], client_timeout=30)
+    except Exception as error:  # tritonclient raises its own InferenceServerException
+        return f"gRPC probe failed: {error}"
+    finally:
+        client.close()
+    return None if result.get_response().outputs else "gRPC probe: no outputs"
 
 
 def latest_version(model_folder: Path) -> Path | None:
@@ -118,6 +148,8 @@ class Benchmark:
 
     def probe(self, server: ServerProcess, payload: Payload) -> str | None:
         """One request before the load: a system that cannot answer it is not timed."""
+        if payload.protocol == "grpc":
+            return probe_grpc(server, payload)
         headers = {"Content-Type": payload.content_type}
         if payload.header_length is not None:
             headers["Inference-Header-Content-Length"] = str(payload.header_length)
@@ -130,8 +162,7 @@ class Benchmark:
                       round_number: int) -> dict[str, Any]:
         payload = self.payload(scenario)
         cpu_before = server.cpu_seconds()
-        result = run_wrk(f"http://127.0.0.1:{server.port}", payload,
-                         self.bodies.path_for(payload), concurrency, self.args.duration)
+        result = self.load(server, payload, concurrency, self.args.duration)
         server_cpu = server.cpu_seconds() - cpu_before
         memory = server.memory()
         server.wait_until_idle()  # a backlog left by this point must not slow the next one
@@ -150,8 +181,17 @@ class Benchmark:
         log(f"  {server.name} {scenario.model} {scenario.protocol} rows={scenario.rows} "
             f"c={concurrency}: {result.requests_per_s:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
             f"p99 {result.p99_ms:.2f} ms, errors {result.status_errors + result.socket_errors}, "
-            f"server CPU {server_cpu:.1f} s, wrk CPU {result.loadgen_cpu_s:.1f} s")
+            f"server CPU {server_cpu:.1f} s, load generator CPU {result.loadgen_cpu_s:.1f} s")
         return point
+
+    def load(self, server: ServerProcess, payload: Payload, concurrency: int,
+             seconds: float) -> LoadResult:
+        """wrk for HTTP, h2load for gRPC (on the server's gRPC port)."""
+        body = self.bodies.path_for(payload)
+        if payload.protocol == "grpc":
+            return run_h2load(f"http://127.0.0.1:{server.grpc_port}", payload, body,
+                              concurrency, seconds)
+        return run_wrk(f"http://127.0.0.1:{server.port}", payload, body, concurrency, seconds)
 
     def run_system(self, system: System, options: SystemOptions,
                    plan: list[tuple[Scenario, list[int]]], round_number: int) -> None:
@@ -186,8 +226,7 @@ class Benchmark:
                     log(f"  {system.name} {scenario}: skipped, {problem[:200]}")
                     continue
                 if self.args.warmup > 0:
-                    run_wrk(f"http://127.0.0.1:{server.port}", self.payload(scenario),
-                            self.bodies.path_for(self.payload(scenario)), 8, self.args.warmup)
+                    self.load(server, self.payload(scenario), 8, self.args.warmup)
                 for concurrency in concurrencies:
                     try:
                         point = self.measure_point(server, scenario, concurrency, round_number)
@@ -236,6 +275,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,8,32,128")
     parser.add_argument("--rows", default="1,64", help="rows per request")
     parser.add_argument("--models", default="mnist,ocr", help="service models to load-test")
+    parser.add_argument("--protocols", default="tfs,v2json,v2bin,grpc",
+                        help="which protocols to send (comma list; grpc needs h2load)")
     parser.add_argument("--systems", default="service,unbatched,naive,pytriton,mlserver",
                         help="which systems to run (comma list)")
     parser.add_argument("--service-workers", default="1,2",
@@ -259,7 +300,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    require_wrk()
+    protocols = set(args.protocols.split(","))
+    if protocols - {"grpc"}:
+        require_wrk()
+    if "grpc" in protocols:
+        require_h2load()
     started = datetime.now(UTC)
     loadavg_before = os.getloadavg()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
@@ -279,10 +324,11 @@ def main(argv: list[str] | None = None) -> None:
         missing = sorted(set(models) - set(service_models))
         note = f"models {missing} not in {args.model_repository}: service runs without them"
         log(note)
-    sweep = {s.name: [(sc, concurrencies) for sc in scenarios_for(s, models, row_counts)]
+    sweep = {s.name: [(sc, concurrencies)
+                      for sc in scenarios_for(s, models, row_counts, protocols)]
              for s in systems}
     point_count = sum(len(plan) * len(concurrencies) for plan in sweep.values())
-    target_count = sum(1 for t in TARGET_POINTS if t.system in sweep)
+    target_count = sum(1 for t in TARGET_POINTS if t.system in sweep and t.protocol in protocols)
     estimate = (point_count + target_count * (args.repeats - 1)) * (args.duration + 0.5) + sum(
         len(plan) for plan in sweep.values()) * args.warmup + 20 * len(systems) * args.repeats
     log(f"{len(systems)} systems, {point_count} points + {target_count} target points x "
@@ -314,7 +360,8 @@ def main(argv: list[str] | None = None) -> None:
                     plan = sweep[system.name]
                 else:
                     plan = [(Scenario(t.model, t.protocol, t.rows), [t.concurrency])
-                            for t in TARGET_POINTS if t.system == system.name]
+                            for t in TARGET_POINTS
+                            if t.system == system.name and t.protocol in protocols]
                 if plan or round_number == 1:
                     bench.run_system(system, options, plan, round_number)
     except KeyboardInterrupt:

@@ -25,6 +25,7 @@ MLSERVER_SETTINGS_TEMPLATE = (
 
 
 Launch = tuple[list[str], dict[str, str], list[str]]  # command, extra environment, ready paths
+GRPC = "grpc"
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,12 @@ class System:
 
     def server(self, log_dir: Path, options: SystemOptions) -> ServerProcess:
         port = free_port()
+        grpc_port = free_port() if GRPC in self.protocols else None
         launcher = LAUNCHERS[self.name.split("@")[0]]
-        command, env, ready = launcher(self, port, options, log_dir)
+        command, env, ready = launcher(self, port, options, log_dir, grpc_port)
         return ServerProcess(
             name=self.name, command=command, port=port, ready_paths=ready, env=env,
-            cwd=REPO_ROOT, log_path=log_dir / f"{self.name}.log",
+            cwd=REPO_ROOT, log_path=log_dir / f"{self.name}.log", grpc_port=grpc_port,
         )
 
 
@@ -62,8 +64,10 @@ def service_workers(system: System) -> int:
 
 
 def launch_service(system: System, port: int, options: SystemOptions,
-                   work_dir: Path) -> Launch:
+                   work_dir: Path, grpc_port: int | None) -> Launch:
+    # No gRPC port asked for: none served (not the default 8001, which may be taken).
     command = [options.python, "-m", "app", "--host", "127.0.0.1", "--port", str(port),
+               "--grpc-port", str(grpc_port or 0),
                "--model-repository", str(options.model_repository),
                "--workers", str(service_workers(system))]
     ready = ["/v2/health/ready"] + [f"/v2/models/{m}/ready" for m in options.service_models]
@@ -71,7 +75,7 @@ def launch_service(system: System, port: int, options: SystemOptions,
 
 
 def launch_baseline(system: System, port: int, options: SystemOptions,
-                   work_dir: Path) -> Launch:
+                   work_dir: Path, grpc_port: int | None) -> Launch:
     command = [options.python, "-m", f"bench.servers.{system.name}",
                "--model-dir", str(options.mnist_dir), "--port", str(port)]
     return command, {}, ["/ready"]
@@ -90,17 +94,17 @@ def interpreter_libdir(python: Path) -> str:
 
 
 def launch_pytriton(system: System, port: int, options: SystemOptions,
-                   work_dir: Path) -> Launch:
+                   work_dir: Path, grpc_port: int | None) -> Launch:
     python = venv_python("pytriton")
     command = [str(python), "-m", "bench.servers.pytriton_server",
                "--model-dir", str(options.mnist_dir), "--http-port", str(port),
-               "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+               "--grpc-port", str(grpc_port or free_port()), "--metrics-port", str(free_port())]
     env = {"PYTHONPATH": str(REPO_ROOT), "LD_LIBRARY_PATH": interpreter_libdir(python)}
     return command, env, ["/v2/health/ready", "/v2/models/mnist/ready"]
 
 
 def launch_mlserver(system: System, port: int, options: SystemOptions,
-                   work_dir: Path) -> Launch:
+                   work_dir: Path, grpc_port: int | None) -> Launch:
     """MLServer reads a folder of model-settings; it is written next to the run's raw logs."""
     folder = Path(tempfile.mkdtemp(prefix="mlserver-models-", dir=work_dir))
     settings = json.loads(MLSERVER_SETTINGS_TEMPLATE.read_text())
@@ -143,7 +147,7 @@ def all_systems(options: SystemOptions, service_worker_counts: tuple[int, ...]) 
     systems = [
         System(
             "service" if workers == 1 else f"service@{workers}w",
-            f"this service, {workers} uvicorn worker(s)", ("tfs", "v2json", "v2bin"),
+            f"this service, {workers} uvicorn worker(s)", ("tfs", "v2json", "v2bin", GRPC),
             options.service_models, service_missing,
         )
         for workers in service_worker_counts
@@ -154,7 +158,7 @@ def all_systems(options: SystemOptions, service_worker_counts: tuple[int, ...]) 
         System("naive", "FastAPI + pydantic + Keras model.predict per request",
                ("tfs",), ("mnist",), None),
         System("pytriton", "PyTriton 0.7.0, dynamic batching (max 128, 1 ms queue delay)",
-               ("v2json", "v2bin"), ("mnist",), peer_missing("pytriton")),
+               ("v2json", "v2bin", GRPC), ("mnist",), peer_missing("pytriton")),
         System("mlserver", "MLServer 1.7.1, adaptive batching (max 128, 1 ms)",
                ("v2json",), ("mnist",), peer_missing("mlserver")),
     ]

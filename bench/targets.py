@@ -38,10 +38,18 @@ SERVICE_V2BIN_C32 = TargetPoint("service", "v2bin", 1, 32)
 SERVICE_V2BIN_64ROWS_C8 = TargetPoint("service", "v2bin", 64, 8)
 SERVICE_TFS_C32 = TargetPoint("service", "tfs", 1, 32)
 NAIVE_TFS_C32 = TargetPoint("naive", "tfs", 1, 32)
+# gRPC (KServe v2 ModelInfer, raw tensors), driven by h2load.
+SERVICE_GRPC_C1 = TargetPoint("service", "grpc", 1, 1)
+SERVICE_V2BIN_C1 = TargetPoint("service", "v2bin", 1, 1)
+SERVICE_GRPC_C32 = TargetPoint("service", "grpc", 1, 32)
+PYTRITON_GRPC_C32 = TargetPoint("pytriton", "grpc", 1, 32)
+SERVICE_GRPC_64ROWS_C8 = TargetPoint("service", "grpc", 64, 8)
 
 TARGET_POINTS: tuple[TargetPoint, ...] = (
     SERVICE_TFS_C1, UNBATCHED_TFS_C1, SERVICE_V2JSON_C32, PYTRITON_V2JSON_C32,
     SERVICE_V2BIN_C32, SERVICE_V2BIN_64ROWS_C8, SERVICE_TFS_C32, NAIVE_TFS_C32,
+    SERVICE_GRPC_C1, SERVICE_V2BIN_C1, SERVICE_GRPC_C32, PYTRITON_GRPC_C32,
+    SERVICE_GRPC_64ROWS_C8,
 )
 
 
@@ -99,6 +107,18 @@ def evaluate_targets(lookup: Lookup, inprocess_rows_per_s_64: float | None,
         ratio_target("concurrency 32: req/s, service TF Serving JSON / naive",
                      ">= 50x", lookup(SERVICE_TFS_C32.key, "requests_per_s"),
                      lookup(NAIVE_TFS_C32.key, "requests_per_s"), 50.0, True, "req/s"),
+        ratio_target("gRPC, concurrency 32: req/s, service / PyTriton gRPC",
+                     ">= 1.25x", lookup(SERVICE_GRPC_C32.key, "requests_per_s"),
+                     lookup(PYTRITON_GRPC_C32.key, "requests_per_s"), 1.25, True, "req/s"),
+        ratio_target("gRPC, concurrency 32: p99, service / PyTriton gRPC",
+                     "<= 1.0x", lookup(SERVICE_GRPC_C32.key, "p99_ms"),
+                     lookup(PYTRITON_GRPC_C32.key, "p99_ms"), 1.0, False, "ms"),
+        ratio_target("concurrency 1: p50 latency, service gRPC / service v2 binary",
+                     "<= 1.0x", lookup(SERVICE_GRPC_C1.key, "p50_ms"),
+                     lookup(SERVICE_V2BIN_C1.key, "p50_ms"), 1.0, False, "ms"),
+        ratio_target("64-row requests, gRPC, concurrency 8: rows/s / in-process batch 64",
+                     ">= 0.8x", lookup(SERVICE_GRPC_64ROWS_C8.key, "rows_per_s"),
+                     inprocess_rows_per_s_64, 0.8, True, "rows/s"),
     ]
     memory_verdict = "n/a" if service_rss_mib is None else (
         "report (goal met)" if service_rss_mib < 1024 else "report (goal missed)")
