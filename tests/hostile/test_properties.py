@@ -293,26 +293,29 @@ def test_a_callers_deadline_applies(gated: Gated) -> None:
 
 def test_queued_work_of_a_client_that_went_away_is_dropped(gated: Gated) -> None:
     async def scenario() -> None:
-        batcher = DynamicBatcher(gated, BatchingOptions(inference_threads=1))
+        batcher = DynamicBatcher(gated, BatchingOptions(inference_threads=1, max_batch_size=4))
         first = await _behind_a_running_call(batcher, gated)
-        gone = asyncio.Event()
-        waiting = asyncio.ensure_future(batcher.submit(_rows(5), client_gone=gone.wait))
+        ahead = asyncio.ensure_future(batcher.submit(_rows(4)))  # a full batch ahead of it
         await asyncio.sleep(0.01)
-        assert batcher.queued_rows == 5
+        gone = asyncio.Event()
+        waiting = asyncio.ensure_future(batcher.submit(_rows(2), client_gone=gone.wait))
+        await asyncio.sleep(0.01)
+        assert batcher.queued_rows == 6
         gone.set()
         with pytest.raises(ClientClosedRequest):
             await waiting
-        assert batcher.queued_rows == 0  # the slot is free at once
+        assert batcher.queued_rows == 4  # its slot is free at once
         gated.gate.set()
-        await first
+        await asyncio.gather(first, ahead)
         await batcher.close(5)
 
     asyncio.run(scenario())
-    assert gated.calls == [1]  # never computed
+    assert gated.calls == [1, 4]  # never computed
 
 
-def test_a_lone_request_does_not_watch_for_its_client(gated: Gated) -> None:
-    """The idle path creates no watcher task: `client_gone` is not even called."""
+def test_a_request_in_the_next_batch_does_not_watch_for_its_client(gated: Gated) -> None:
+    """The idle path (and one within a batch of the queue's head) creates no watcher task:
+    `client_gone` is not even called."""
     calls: list[int] = []
 
     async def never() -> None:
