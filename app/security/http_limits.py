@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import http
+import logging
+import resource
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +49,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from app.settings import Settings
 
 LIMITS_ATTRIBUTE = "kerasserve_http_limits"
+# Descriptors besides client connections: models, logs, sockets, TensorFlow's own files.
+FILE_HEADROOM = 256
+log = logging.getLogger(__name__)
 LINGER_S = 2.0
 # ": " and CRLF around each header value; the request line's method, version and spaces.
 HEADER_OVERHEAD = 4
@@ -80,7 +85,29 @@ def configure(config: uvicorn.Config, limits: HttpLimits) -> uvicorn.Config:
     """Make `config` serve HTTP with `LimitedHttpToolsProtocol` and `limits`; returns it."""
     config.http = LimitedHttpToolsProtocol
     setattr(config, LIMITS_ATTRIBUTE, limits)
+    ensure_file_limit(limits.max_connections + FILE_HEADROOM)
     return config
+
+
+def ensure_file_limit(needed: int) -> int:
+    """Raise the soft open-file limit to `needed` when the hard limit allows (worker processes
+    inherit it), so that the connection cap, not EMFILE, is what refuses connections; log a
+    warning when it cannot. Returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return soft
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft < needed:
+        log.warning(
+            "open-file limit %d is below the %d that --max-connections needs: "
+            "connections beyond it fail to be accepted",
+            soft,
+            needed,
+        )
+    return soft
 
 
 def _refusal(status: int, message: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -222,3 +222,22 @@ def test_limits_and_tokens_apply_to_every_worker(tmp_path: Path) -> None:
         assert status_and_body(slow)[0] == 408
         assert time.monotonic() - started < HEADER_TIMEOUT_S + 3.0
         assert API_TOKEN not in running.log()
+
+
+def test_the_open_file_limit_is_raised_for_the_connection_cap() -> None:
+    """A soft limit below the cap is raised up to the hard limit (in a child process)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource\n"
+        "from app.security.http_limits import ensure_file_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "print(ensure_file_limit(1280), resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, check=True)
+    raised, soft, hard = (int(word) for word in result.stdout.split())
+    expected = 1280 if hard < 0 or hard >= 1280 else hard
+    assert raised == soft == expected
