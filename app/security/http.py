@@ -227,21 +227,23 @@ def document_bearer_tokens(app: FastAPI) -> None:
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()  # caches itself in app.openapi_schema
-            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-            schemes[BEARER_SCHEME] = {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "An API token (or an admin token) where API tokens are "
-                "configured; an admin token for /v2/repository/*. Health routes and the "
-                "documentation need none.",
-            }
-            for path, operations in schema.get("paths", {}).items():
-                needed = [] if classify(path) is Access.OPEN else [{BEARER_SCHEME: []}]
-                for operation in operations.values():
-                    if isinstance(operation, dict):
-                        operation["security"] = needed
-        return app.openapi_schema
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()  # caches itself in app.openapi_schema
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes[BEARER_SCHEME] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token (or an admin token) where API tokens are configured; "
+            "an admin token for /v2/repository/*. Health routes and the documentation need none.",
+        }
+        for path, operations in schema.get("paths", {}).items():
+            needed: list[dict[str, list[str]]] = (
+                [] if classify(path) is Access.OPEN else [{BEARER_SCHEME: []}]
+            )
+            for operation in operations.values():
+                if isinstance(operation, dict):
+                    operation["security"] = needed
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
