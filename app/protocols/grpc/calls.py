@@ -150,7 +150,7 @@ def rpc(
             try:
                 context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
                 front.guard.check(access, authorization)
-                if type(request) is UndecodableRequest:
+                if isinstance(request, UndecodableRequest):
                     raise request.error()
                 return await handler(self, request, call)
             except ServingError as exc:
