@@ -3,6 +3,7 @@ flight, and a gRPC port that is already taken."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -82,7 +83,18 @@ def test_sigterm_finishes_calls_in_flight_and_exits_zero(tmp_path: Path) -> None
     repository = make_repository(tmp_path / "models")
     (repository / "config.yaml").unlink()  # the default queue, which takes all three calls
     grpc_port = free_port()
-    args = ["--device", "cpu", "--grpc-port", str(grpc_port), "--shutdown-grace", "20"]
+    args = [
+        "--device",
+        "cpu",
+        "--grpc-port",
+        str(grpc_port),
+        "--shutdown-grace",
+        "20",
+        "--log-level",
+        "debug",
+        "--log-format",
+        "json",
+    ]
     with live_server(repository, tmp_path, args) as live:
         wait_for_grpc(f"127.0.0.1:{grpc_port}", 60, live)
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
@@ -91,6 +103,7 @@ def test_sigterm_finishes_calls_in_flight_and_exits_zero(tmp_path: Path) -> None
             request = service_pb2.ModelInferRequest(model_name="ocr")
             request.inputs.add(name="image", datatype="FP32", shape=image.shape)
             request.raw_input_contents.append(image.tobytes())
+            stub.ModelInfer(_request("mnist"), metadata=(("x-request-id", "log-me-7"),), timeout=30)
             in_flight = [stub.ModelInfer.future(request, timeout=60) for _ in range(3)]
             time.sleep(0.5)  # all three in the batcher (about 1.2 s of work in all)
             live.process.send_signal(signal.SIGTERM)
@@ -98,6 +111,14 @@ def test_sigterm_finishes_calls_in_flight_and_exits_zero(tmp_path: Path) -> None
         assert all(a.outputs[0].name for a in answers)
         assert live.process.wait(timeout=30) == 0, live.log()[-3000:]
     assert "drained" in live.log()
+    # The request log line of a gRPC call carries the client's request id (JSON logs).
+    lines = [json.loads(line) for line in live.log().splitlines() if '"log-me-7"' in line]
+    assert any(
+        line.get("protocol") == "grpc_kserve_v2"
+        and line.get("status") == 200
+        and line.get("model") == "mnist"
+        for line in lines
+    ), lines
 
 
 def test_a_taken_grpc_port_stops_the_start(tmp_path: Path) -> None:

@@ -32,7 +32,12 @@ from google.protobuf.message import DecodeError
 from app.dataplane import DataPlane
 from app.errors import InvalidInput, ServingError
 from app.metrics import ServiceMetrics
-from app.observability import MAX_REQUEST_ID_LENGTH, new_request_id, request_id_var
+from app.observability import (
+    MAX_REQUEST_ID_LENGTH,
+    new_request_id,
+    request_id_var,
+    request_log,
+)
 from app.protocols.grpc.status import Unimplemented, grpc_code
 from app.reloader import RepositoryReloader
 from app.security.tokens import Access, TokenGuard
@@ -172,23 +177,42 @@ def rpc(
                 await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
                 raise
             finally:
+                _finish(
+                    front, call, protocol, handler.__name__, status, time.perf_counter() - started
+                )
                 request_id_var.reset(token)
-                if front.metrics is not None:
-                    _observe(front, call, protocol, status, time.perf_counter() - started)
 
         return method
 
     return decorate
 
 
-def _observe(front: FrontEnd, call: Call, protocol: str, status: int, seconds: float) -> None:
+def _finish(
+    front: FrontEnd, call: Call, protocol: str, method: str, status: int, seconds: float
+) -> None:
+    """The call's metrics and, at debug level, its request log line (as HTTP's)."""
     model, version = call.model, call.version
     if version is None and model and not front.is_known_model(model):
         model = ""  # label values never come from arbitrary client input
-    assert front.metrics is not None
-    front.metrics.observe_request(
-        model, "" if version is None else str(version), protocol, status, seconds
-    )
+    served = "" if version is None else str(version)
+    if front.metrics is not None:
+        front.metrics.observe_request(model, served, protocol, status, seconds)
+    if request_log.isEnabledFor(logging.DEBUG):
+        request_log.debug(
+            "gRPC %s %d %.1f ms",
+            method,
+            status,
+            seconds * 1000,
+            extra={
+                "event": "request",
+                "method": method,
+                "model": model or None,
+                "version": served or None,
+                "protocol": protocol,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+            },
+        )
 
 
 def model_label(call: Call, name: str) -> None:
