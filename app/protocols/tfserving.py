@@ -117,23 +117,12 @@ async def _predict(request: Request, name: str, version: int | None = None,
                    label: str | None = None) -> Response:
     plane: DataPlane = request.app.state.dataplane
     raw = await read_json_bytes(request)
-    # Bodies over the threshold are parsed in a parse thread, numeric arrays in slices.
+    # Bodies over the threshold are decoded in a parse thread (numeric arrays in slices), the
+    # rows of a big body turned into arrays there too: a Python loop over them would hold
+    # the event loop.
     threshold = request.app.state.settings.inline_parse_bytes
-    body = await parse_off_loop(len(raw), threshold, _parse_predict_body, raw,
-                                len(raw) > threshold)
-    signature = body.get("signature_name", SERVING_SIGNATURE)
-    if signature != SERVING_SIGNATURE:
-        raise InvalidInput(f"serving signature name {signature!r} not found; "
-                           f"this model has {SERVING_SIGNATURE!r}")
-    has_rows, has_columns = "instances" in body, "inputs" in body
-    if has_rows == has_columns:
-        raise InvalidInput("the request must have exactly one of 'instances' (row format) or "
-                           f"'inputs' (columnar format), got keys {sorted(body)}")
-    input_names = list(plane.input_specs(name, version, label))
-    if has_rows:
-        inputs = rows_to_inputs(body["instances"], input_names)
-    else:
-        inputs = columns_to_inputs(body["inputs"], input_names)
+    has_rows, inputs = await parse_off_loop(len(raw), threshold, _decode_predict, raw,
+                                            len(raw) > threshold, plane, name, version, label)
     result = await plane.infer(name, inputs, version=version, label=label,
                                client_gone=client_gone(request))
     note_served_version(request.scope, result.model_version)
@@ -143,6 +132,25 @@ async def _predict(request: Request, name: str, version: int | None = None,
     if len(encoded) == 1:
         return json_response({"outputs": next(iter(encoded.values()))})
     return json_response({"outputs": encoded})
+
+
+def _decode_predict(raw: bytes, sliced: bool, plane: DataPlane, name: str, version: int | None,
+                    label: str | None) -> tuple[bool, dict[str, np.ndarray]]:
+    """(row format?, the inputs as arrays) of a predict body."""
+    body = _parse_predict_body(raw, sliced)
+    signature = body.get("signature_name", SERVING_SIGNATURE)
+    if not isinstance(signature, str) or signature != SERVING_SIGNATURE:
+        signature = signature if isinstance(signature, str) else type(signature).__name__
+        raise InvalidInput(f"serving signature name {signature[:80]!r} not found; "
+                           f"this model has {SERVING_SIGNATURE!r}")
+    has_rows, has_columns = "instances" in body, "inputs" in body
+    if has_rows == has_columns:
+        raise InvalidInput("the request must have exactly one of 'instances' (row format) or "
+                           f"'inputs' (columnar format), got keys {sorted(body)}")
+    input_names = list(plane.input_specs(name, version, label))
+    if has_rows:
+        return True, rows_to_inputs(body["instances"], input_names)
+    return False, columns_to_inputs(body["inputs"], input_names)
 
 
 def _parse_predict_body(raw: bytes, sliced: bool = False) -> dict[str, Any]:

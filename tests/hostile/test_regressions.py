@@ -237,3 +237,33 @@ def test_disconnecting_clients_do_not_fill_the_queue(probe: Probe,
     # (a few batches) finishes. Far from all 300 requests' rows.
     assert computed < sent * rows / 4, computed
     assert hostile_server.is_running()
+
+
+def test_big_hostile_bodies_on_the_sliced_path_get_4xx(probe: Probe) -> None:
+    """Bodies over `inline_parse_bytes` are parsed in a thread, in slices: junk there too."""
+    numbers = "[" + ",".join(["0.5"] * 400_000) + "]"  # 1.6 MB of numbers
+    ragged = "[" + ",".join(["[0.5, 0.5]"] * 200_000 + ["[0.5]"]) + "]"
+    tiny_values = "[" + ",".join(["{}"] * 1_100_000) + "]"
+    cases = [
+        ("/v1/models/mnist:predict", f'{{"signature_name": {numbers}, "instances": [[1]]}}'),
+        ("/v1/models/mnist:predict", f'{{"instances": {ragged}}}'),
+        ("/v1/models/mnist:predict", f'{{"instances": {tiny_values}}}'),
+        ("/v1/models/mnist:predict", f'{{"instances": [{{"b64": {numbers}}}]}}'),
+        ("/v1/models/mnist:predict", f'{{"inputs": {{"image": {numbers}, "other": 1}}}}'),
+        ("/v1/models/ocr:predict", '{"instances": ' + "[" * 60 + numbers + "]" * 60 + "}"),
+        ("/v2/models/mnist/infer", f'{{"id": {numbers}, "inputs": []}}'),
+        ("/v2/models/mnist/infer", f'{{"inputs": [{{"name": "image", "shape": {numbers}, '
+                                   '"datatype": "FP32", "data": [1]}]}'),
+        ("/v2/models/mnist/infer", '{"inputs": [{"name": "image", "shape": [1, 28, 28, 1], '
+                                   f'"datatype": "FP32", "data": {numbers}}}]}}'),
+        ("/v2/models/mnist/infer", '{"inputs": [{"name": "image", "shape": [1, 28, 28, 1], '
+                                   f'"datatype": "BYTES", "data": {numbers}}}]}}'),
+        ("/v2/models/mnist/infer", '{"inputs": [{"name": "image", "shape": [1, 28, 28, 1], '
+                                   f'"datatype": "FP32", "data": {ragged}}}]}}'),
+    ]
+    for path, text in cases:
+        body = text.encode()
+        assert len(body) > 2**20
+        measured = probe.send("POST", path, body)
+        probe.assert_client_error_within_bounds(measured)
+        assert 400 <= measured.status < 500, (path, text[:80], measured.describe())
