@@ -127,7 +127,8 @@ class BatchObserver(Protocol):
         """Rows waiting in the queue changed."""
 
     def on_rejected(self, reason: str) -> None:
-        """A request failed without running: "queue_full", "deadline" or "closing"."""
+        """A request failed without running: "queue_full", "deadline", "closing" or
+        "client_gone" (its client disconnected while it was queued)."""
 
 
 class _SpecLike(Protocol):

@@ -348,3 +348,27 @@ def test_a_request_over_max_rows_per_call_runs_in_slices(gated: Gated, mnist: Se
     alone = mnist.predict({"image": image})
     np.testing.assert_allclose(result["probabilities"], alone["probabilities"], atol=1e-6)
     np.testing.assert_array_equal(result["class_id"], alone["class_id"])
+
+
+def test_unbatched_runner_drops_waiting_work_of_a_vanished_client(gated: Gated) -> None:
+    from app.runners import UnbatchedRunner
+
+    async def scenario() -> None:
+        runner = UnbatchedRunner(gated, threads=1)  # type: ignore[arg-type]
+        first = asyncio.ensure_future(runner.submit(_rows(1)))
+        assert await asyncio.get_running_loop().run_in_executor(None, gated.entered.wait, 10)
+        gone = asyncio.Event()
+        waiting = asyncio.ensure_future(runner.submit(_rows(2), client_gone=gone.wait))
+        late = asyncio.ensure_future(runner.submit(_rows(3), timeout_s=0.05))
+        await asyncio.sleep(0.01)
+        gone.set()
+        with pytest.raises(ClientClosedRequest):
+            await waiting
+        with pytest.raises(DeadlineExceeded):
+            await late
+        gated.gate.set()
+        await first
+        await runner.close(5)
+
+    asyncio.run(scenario())
+    assert gated.calls == [1]  # neither waiting request was computed
