@@ -108,11 +108,11 @@ class BatchingOptions:
             raise ValueError("max_queued_bytes must be at least 1")
         if self.max_variable_dim < 1:
             raise ValueError("max_variable_dim must be at least 1")
-        if self.timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
+        if not 0 < self.timeout_s < math.inf:  # also refuses nan, which compares false
+            raise ValueError("timeout_s must be a positive, finite number of seconds")
         if self.inference_threads < 1:
             raise ValueError("inference_threads must be at least 1")
-        if self.max_pad_ratio < 1.0:
+        if not 1.0 <= self.max_pad_ratio < math.inf:
             raise ValueError("max_pad_ratio must be at least 1.0")
 
 
@@ -132,18 +132,25 @@ class BatchObserver(Protocol):
 
 
 class _SpecLike(Protocol):
-    dtype: Any
-    shape: tuple[int | None, ...]
+    @property
+    def dtype(self) -> Any: ...
+    @property
+    def shape(self) -> tuple[int | None, ...]: ...
 
 
 class ServableLike(Protocol):
-    """What the batcher needs from `app.servable.Servable`."""
+    """What the batcher needs from `app.servable.Servable` (read-only, hence properties)."""
 
-    name: str
-    version: int
-    inputs: Mapping[str, _SpecLike]
-    outputs: Mapping[str, _SpecLike]
-    metadata: Mapping[str, Any]
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def inputs(self) -> Mapping[str, _SpecLike]: ...
+    @property
+    def outputs(self) -> Mapping[str, _SpecLike]: ...
+    @property
+    def metadata(self) -> Mapping[str, Any]: ...
 
     def predict(self, inputs: Tensors) -> Tensors: ...
 
@@ -307,8 +314,9 @@ class DynamicBatcher:
         # Watched only when the request waits behind a full batch or more: a watcher task costs
         # 10-30 us of event-loop time, which a request that goes with the next batch (the
         # steady state up to `max_batch_size` rows queued) or at once (idle) need not pay.
-        watcher = (loop.create_task(client_gone()) if client_gone is not None and behind
-                   else None)
+        watcher: asyncio.Future[object] | None = (
+            asyncio.ensure_future(client_gone(), loop=loop)
+            if client_gone is not None and behind else None)
         if watcher is not None:
             watcher.add_done_callback(lambda task: self._on_client_gone(request, task))
         try:
@@ -355,7 +363,7 @@ class DynamicBatcher:
                 f"{limit_s:g} s (timed out {where})"
             ))
 
-    def _on_client_gone(self, request: _Request, watcher: asyncio.Task[object]) -> None:
+    def _on_client_gone(self, request: _Request, watcher: asyncio.Future[object]) -> None:
         """The `client_gone` watcher ended (event loop); cancelled means the request ended."""
         if watcher.cancelled() or watcher.exception() is not None:
             return

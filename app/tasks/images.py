@@ -81,8 +81,8 @@ def decode_grayscale(data: bytes, max_pixels: int | None = None,
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         # Pillow's own guard fires first for giant headers; its limit is above ours anyway.
-        raise PayloadTooLarge(f"the image has more than {2 * Image.MAX_IMAGE_PIXELS} pixels; the "
-                              f"limit is {limits.max_pixels} pixels") from None
+        raise PayloadTooLarge(f"the image has too many pixels; the limit is "
+                              f"{limits.max_pixels} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InvalidInput(f"cannot decode the image ({type(exc).__name__}); "
                            "expected a PNG or JPEG file") from None

@@ -65,3 +65,14 @@ def test_server_metadata_reports_cpu_mode(client: httpx.Client) -> None:
     assert not any("GPU" in device for device in body["device"]["visible_devices"])
     assert "binary_tensor_data" in body["extensions"]
 
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_a_batching_timeout_that_is_not_a_positive_finite_number_is_refused(
+        monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """nan compares false with everything: accepted once, it failed every request with a 500."""
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("KERASSERVE_BATCHING__TIMEOUT_S", value)
+    with pytest.raises(ValidationError, match="timeout_s must be a positive, finite number"):
+        parse_settings([])
