@@ -355,7 +355,7 @@ async def soak(arguments: argparse.Namespace, repository: Path, log_dir: Path) -
     server = ServerProcess(
         name="kerasserve",
         command=[sys.executable, "-m", "app", "--model-repository", str(repository),
-                 "--port", str(port), "--poll-interval", str(POLL_INTERVAL_S),
+                 "--port", str(port), "--grpc-port", "0", "--poll-interval", str(POLL_INTERVAL_S),
                  "--api-token", API_TOKEN, "--admin-token", ADMIN_TOKEN, "--log-level",
                  "warning"],
         port=port, ready_paths=["/v2/health/ready"], log_path=log_dir / "server.log",

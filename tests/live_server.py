@@ -48,8 +48,11 @@ class LiveServer:
 
 
 def server_command(repository: Path, port: int, extra_args: Sequence[str] = ()) -> list[str]:
+    """`python -m app` on `port`; gRPC off unless `extra_args` asks for a port (its default,
+    8001, would make every second server of a test run fail to start)."""
+    grpc = [] if "--grpc-port" in extra_args else ["--grpc-port", "0"]
     return [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port),
-            "--model-repository", str(repository), *extra_args]
+            "--model-repository", str(repository), *grpc, *extra_args]
 
 
 def _model_folders(repository: Path) -> list[str]:
