@@ -49,20 +49,26 @@ class TensorLimits:
         numpy still refuses a dimension of 2**80 with its own error.
         """
         if len(shape) > self.max_rank:
-            raise InvalidInput(f"input {name!r} has rank {len(shape)}; the limit is "
-                               f"{self.max_rank}")
+            raise InvalidInput(
+                f"input {name!r} has rank {len(shape)}; the limit is {self.max_rank}"
+            )
         if shape and max(shape) > self.max_tensor_elements:
-            raise PayloadTooLarge(f"input {name!r}: dimension {max(shape)} of shape "
-                                  f"{_short(shape)} is over the limit of "
-                                  f"{self.max_tensor_elements} elements per tensor")
+            raise PayloadTooLarge(
+                f"input {name!r}: dimension {max(shape)} of shape "
+                f"{_short(shape)} is over the limit of "
+                f"{self.max_tensor_elements} elements per tensor"
+            )
         count = math.prod(shape)
         if count > self.max_tensor_elements:
-            raise PayloadTooLarge(f"input {name!r}: shape {_short(shape)} has {count} elements; "
-                                  f"the limit is {self.max_tensor_elements} per tensor")
+            raise PayloadTooLarge(
+                f"input {name!r}: shape {_short(shape)} has {count} elements; "
+                f"the limit is {self.max_tensor_elements} per tensor"
+            )
         return count
 
-    def check_declared(self, name: str, shape: tuple[int, ...], datatype: str,
-                       itemsize: int | None, size: int) -> int:
+    def check_declared(
+        self, name: str, shape: tuple[int, ...], datatype: str, itemsize: int | None, size: int
+    ) -> int:
         """Check a declared shape against the `size` bytes that carry it; return its count.
 
         `itemsize` None means BYTES: each element takes at least its 4-byte length prefix, so
@@ -72,20 +78,26 @@ class TensorLimits:
         if itemsize is None:
             if count * BYTES_ELEMENT_MIN_SIZE > size:
                 most = size // BYTES_ELEMENT_MIN_SIZE
-                raise InvalidInput(f"input {name!r}: BYTES data ends after {most} of {count} "
-                                   f"elements at most ({size} bytes hold at most {most} "
-                                   "4-byte length prefixes)")
+                raise InvalidInput(
+                    f"input {name!r}: BYTES data ends after {most} of {count} "
+                    f"elements at most ({size} bytes hold at most {most} "
+                    "4-byte length prefixes)"
+                )
         elif count * itemsize != size:
-            raise InvalidInput(f"input {name!r}: shape {_short(shape)} of {datatype} needs "
-                               f"{count * itemsize} bytes but binary_data_size is {size}")
+            raise InvalidInput(
+                f"input {name!r}: shape {_short(shape)} of {datatype} needs "
+                f"{count * itemsize} bytes but binary_data_size is {size}"
+            )
         return count
 
     def check_request(self, counts: Iterable[int]) -> None:
         """The elements of all inputs of one request together."""
         total = sum(counts)
         if total > self.max_request_elements:
-            raise PayloadTooLarge(f"the request has {total} tensor elements in all; the limit "
-                                  f"is {self.max_request_elements}")
+            raise PayloadTooLarge(
+                f"the request has {total} tensor elements in all; the limit "
+                f"is {self.max_request_elements}"
+            )
 
     def check_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Rank and sizes of arrays a transport already built (shapes only: no element loop)."""
@@ -113,8 +125,9 @@ class ImageLimits:
     max_decode_bytes: int = 128 * 1024 * 1024
 
 
-def check_variable_dims(name: str, spec_shape: tuple[int | None, ...],
-                        shape: tuple[int, ...], max_variable_dim: int) -> None:
+def check_variable_dims(
+    name: str, spec_shape: tuple[int | None, ...], shape: tuple[int, ...], max_variable_dim: int
+) -> None:
     """The variable non-batch axes of an input (the OCR width) against the model's bound.
 
     A 28 x 100,000 strip was accepted on /v1 and /v2 and cost 12 s and +403 MB in the model;
@@ -122,8 +135,10 @@ def check_variable_dims(name: str, spec_shape: tuple[int | None, ...],
     """
     for axis, (want, got) in enumerate(zip(spec_shape, shape, strict=False)):
         if axis and want is None and got > max_variable_dim:
-            raise PayloadTooLarge(f"input {name!r}: dimension {axis} is {got}; this model "
-                                  f"takes at most {max_variable_dim} there")
+            raise PayloadTooLarge(
+                f"input {name!r}: dimension {axis} is {got}; this model "
+                f"takes at most {max_variable_dim} there"
+            )
 
 
 def _short(shape: tuple[int, ...]) -> str:

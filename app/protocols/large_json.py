@@ -68,8 +68,9 @@ async def parse_off_loop(size: int, threshold: int, parse: Callable[..., T], *ar
     return await asyncio.get_running_loop().run_in_executor(_executor, parse, *args)
 
 
-def loads_large(body: bytes | memoryview, slice_bytes: int = SLICE_BYTES,
-                min_cut_bytes: int = MIN_CUT_BYTES) -> Any:
+def loads_large(
+    body: bytes | memoryview, slice_bytes: int = SLICE_BYTES, min_cut_bytes: int = MIN_CUT_BYTES
+) -> Any:
     """`orjson.loads(body)`, but with every large numeric array parsed in slices as numpy.
 
     A large numeric array that is not rectangular is refused here (no protocol takes one);
@@ -100,8 +101,10 @@ def loads_large(body: bytes | memoryview, slice_bytes: int = SLICE_BYTES,
             continue
         array = _sliced_array(data, start, end, slice_bytes)
         if array is None:
-            raise InvalidInput(f"the JSON array at byte {start} is not a rectangular array of "
-                               "numbers (rows of different lengths or depths)")
+            raise InvalidInput(
+                f"the JSON array at byte {start} is not a rectangular array of "
+                "numbers (rows of different lengths or depths)"
+            )
         pieces.append(data[position:start])
         pieces.append(orjson.dumps(f"{PLACEHOLDER_PREFIX}{len(arrays)}"))
         arrays.append(array)
@@ -122,8 +125,10 @@ def _plain(data: bytes) -> Any:
     a body of 10 million tiny values kept it for over a second."""
     values = data.count(b",") + data.count(b"[") + data.count(b"{")
     if values > MAX_PLAIN_VALUES:
-        raise PayloadTooLarge(f"the JSON body has about {values} values outside rectangular "
-                              f"numeric arrays; the limit is {MAX_PLAIN_VALUES}")
+        raise PayloadTooLarge(
+            f"the JSON body has about {values} values outside rectangular "
+            f"numeric arrays; the limit is {MAX_PLAIN_VALUES}"
+        )
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -156,8 +161,9 @@ def _sliced_array(data: bytes, start: int, end: int, slice_bytes: int) -> np.nda
     """The rectangular numeric array in `data[start:end]`, None when it is not rectangular;
     parsed a slice per C call."""
     skeleton = b"".join(
-        data[i:min(i + slice_bytes, end)].translate(None, NUMBER_CHARACTERS + JSON_WHITESPACE)
-        for i in range(start, end, slice_bytes))
+        data[i : min(i + slice_bytes, end)].translate(None, NUMBER_CHARACTERS + JSON_WHITESPACE)
+        for i in range(start, end, slice_bytes)
+    )
     shape = _shape_from_skeleton(skeleton)
     if shape is None or skeleton_of(shape) != skeleton:
         return None
@@ -176,11 +182,13 @@ def _sliced_array(data: bytes, start: int, end: int, slice_bytes: int) -> np.nda
         try:
             part = np.array(orjson.loads(b"[" + numbers + b"]"))
         except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"malformed number in the JSON array at byte {start}: "
-                               f"{exc}") from None
+            raise InvalidInput(
+                f"malformed number in the JSON array at byte {start}: {exc}"
+            ) from None
         if part.dtype.kind not in "if":  # integers past int64 (uint64, objects)
-            raise InvalidInput(f"the JSON array at byte {start} has integers outside the "
-                               "64-bit range")
+            raise InvalidInput(
+                f"the JSON array at byte {start} has integers outside the 64-bit range"
+            )
         parts.append(part)
         time.sleep(0)
     array = np.concatenate(parts) if parts else np.zeros(0)
@@ -196,7 +204,7 @@ def _put_back(rest: Any, arrays: list[np.ndarray]) -> tuple[int, Any]:
     def swap(value: Any) -> Any:
         nonlocal placed
         if isinstance(value, str) and value.startswith(PLACEHOLDER_PREFIX):
-            index = value[len(PLACEHOLDER_PREFIX):]
+            index = value[len(PLACEHOLDER_PREFIX) :]
             if index.isdigit() and int(index) < len(arrays):
                 placed += 1
                 return arrays[int(index)]

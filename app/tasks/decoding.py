@@ -45,8 +45,10 @@ class DecodePool:
 
     async def run(self, work: Callable[[], T]) -> T:
         if self._pending >= self.capacity:
-            raise QueueFull(f"{self._pending} pictures are being decoded or waiting; the limit "
-                            f"is {self.capacity}: retry later")
+            raise QueueFull(
+                f"{self._pending} pictures are being decoded or waiting; the limit "
+                f"is {self.capacity}: retry later"
+            )
         loop = asyncio.get_running_loop()
         self._pending += 1
         future: Future[T] = self._executor.submit(work)

@@ -40,8 +40,9 @@ def _newest_version(model: Path) -> Path | None:
 def hostile_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = REPO_ROOT / "models"
     if not all((source / m).is_dir() and _newest_version(source / m) for m in SERVED_MODELS):
-        pytest.skip("models/ has not got mnist, deskew and ocr published yet "
-                    "(run the training jobs)")
+        pytest.skip(
+            "models/ has not got mnist, deskew and ocr published yet (run the training jobs)"
+        )
     target = tmp_path_factory.mktemp("hostile-repository")
     for name in SERVED_MODELS:
         newest = _newest_version(source / name)
@@ -51,13 +52,18 @@ def hostile_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def hostile_server(hostile_repository: Path, tmp_path_factory: pytest.TempPathFactory
-                   ) -> Iterator[LiveServer]:
+def hostile_server(
+    hostile_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     """The server with its default limits (one for the whole session)."""
     args = ["--device", "cpu", "--log-level", "warning"]
     # No gRPC listener: its fixed default port would collide with other test servers.
-    with live_server(hostile_repository, tmp_path_factory.mktemp("hostile-logs"), args,
-                     env={"KERASSERVE_GRPC_PORT": "0"}) as running:
+    with live_server(
+        hostile_repository,
+        tmp_path_factory.mktemp("hostile-logs"),
+        args,
+        env={"KERASSERVE_GRPC_PORT": "0"},
+    ) as running:
         yield running
 
 
@@ -76,9 +82,11 @@ class Measured:
         return self.peak_bytes <= MEMORY_PER_BODY_BYTE * self.body_bytes + MEMORY_CONSTANT
 
     def describe(self) -> str:
-        return (f"status {self.status} in {self.seconds * 1000:.0f} ms, peak +"
-                f"{self.peak_bytes / 2**20:.1f} MiB for a {self.body_bytes}-byte body: "
-                f"{self.response.text[:200]!r}")
+        return (
+            f"status {self.status} in {self.seconds * 1000:.0f} ms, peak +"
+            f"{self.peak_bytes / 2**20:.1f} MiB for a {self.body_bytes}-byte body: "
+            f"{self.response.text[:200]!r}"
+        )
 
 
 class Probe:
@@ -91,8 +99,11 @@ class Probe:
 
     def _status(self) -> dict[str, int]:
         text = Path(f"/proc/{self.pid}/status").read_text()
-        return {line.split(":")[0]: int(line.split()[1]) * 1024 for line in text.splitlines()
-                if line.startswith(("VmHWM", "VmRSS"))}
+        return {
+            line.split(":")[0]: int(line.split()[1]) * 1024
+            for line in text.splitlines()
+            if line.startswith(("VmHWM", "VmRSS"))
+        }
 
     def send(self, method: str, path: str, content: bytes = b"", **kwargs: Any) -> Measured:
         Path(f"/proc/{self.pid}/clear_refs").write_text("5")  # peak := current RSS
@@ -103,8 +114,9 @@ class Probe:
         peak = self._status()["VmHWM"]
         return Measured(response, seconds, max(0, peak - before), len(content))
 
-    def assert_client_error_within_bounds(self, measured: Measured,
-                                          allowed: frozenset[int] = CLIENT_ERRORS) -> None:
+    def assert_client_error_within_bounds(
+        self, measured: Measured, allowed: frozenset[int] = CLIENT_ERRORS
+    ) -> None:
         """A 4xx with an `{"error": ...}` body (or 200), within the memory bound, server up."""
         assert measured.status == 200 or measured.status in allowed, measured.describe()
         if measured.status != 200:

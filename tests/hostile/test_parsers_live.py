@@ -25,19 +25,33 @@ from tests.hostile.conftest import Probe
 
 V2_HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES = ["BOOL", "UINT8", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]
-LIVE = settings(max_examples=40, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+LIVE = settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
-json_leaves = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
-               | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6))
+json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6)
+)
 json_values = st.recursive(
     json_leaves,
-    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=4), inner,
-                                                                max_size=4),
-    max_leaves=40)
-dimensions = st.one_of(st.integers(0, 4), st.sampled_from([28, 784, 2048, 2049, 100_000]),
-                       st.integers(-3, 2**80), st.sampled_from([10**30, 2**63, 2**64]))
+    lambda inner: (
+        st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=40,
+)
+dimensions = st.one_of(
+    st.integers(0, 4),
+    st.sampled_from([28, 784, 2048, 2049, 100_000]),
+    st.integers(-3, 2**80),
+    st.sampled_from([10**30, 2**63, 2**64]),
+)
 shapes = st.lists(dimensions, max_size=12) | json_values
 
 
@@ -54,20 +68,38 @@ def v2_json_bodies(draw: st.DrawFn) -> bytes:
         shape: Any = [rows, 28, 28, 1]
         if draw(st.booleans()):
             shape = draw(shapes)
-        tensor = {"name": draw(st.sampled_from(["image", "images"])), "shape": shape,
-                  "datatype": draw(st.sampled_from(["FP32", "FP64", "INT32", "BYTES"])),
-                  "data": data}
+        tensor = {
+            "name": draw(st.sampled_from(["image", "images"])),
+            "shape": shape,
+            "datatype": draw(st.sampled_from(["FP32", "FP64", "INT32", "BYTES"])),
+            "data": data,
+        }
     else:
-        tensor = draw(st.fixed_dictionaries(
-            {"name": st.text(max_size=5) | json_values, "shape": shapes,
-             "datatype": st.sampled_from(DATATYPES) | json_values, "data": json_values},
-            optional={"parameters": json_values}))
-    request: dict[str, Any] = {"inputs": draw(st.just([tensor]) | st.lists(
-        st.just(tensor), min_size=0, max_size=3) | json_values)}
+        tensor = draw(
+            st.fixed_dictionaries(
+                {
+                    "name": st.text(max_size=5) | json_values,
+                    "shape": shapes,
+                    "datatype": st.sampled_from(DATATYPES) | json_values,
+                    "data": json_values,
+                },
+                optional={"parameters": json_values},
+            )
+        )
+    request: dict[str, Any] = {
+        "inputs": draw(
+            st.just([tensor]) | st.lists(st.just(tensor), min_size=0, max_size=3) | json_values
+        )
+    }
     if draw(st.booleans()):
         names = st.sampled_from(["probabilities", "class_id", "nope"]) | st.text(max_size=4)
-        request["outputs"] = draw(st.lists(st.fixed_dictionaries(
-            {"name": names}, optional={"parameters": json_values}), max_size=5) | json_values)
+        request["outputs"] = draw(
+            st.lists(
+                st.fixed_dictionaries({"name": names}, optional={"parameters": json_values}),
+                max_size=5,
+            )
+            | json_values
+        )
     if draw(st.booleans()):
         request["parameters"] = draw(json_values)
     return json.dumps(request).encode()
@@ -81,11 +113,18 @@ def v2_binary_bodies(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
         elements = draw(st.lists(st.binary(max_size=8), max_size=6))
         payload = b"".join(struct.pack("<I", len(e)) + e for e in elements)
     size = draw(st.integers(-1, len(payload) + 4) | st.sampled_from([len(payload)]) | json_values)
-    tensor = {"name": "image", "shape": draw(shapes), "datatype": draw(st.sampled_from(DATATYPES)),
-              "parameters": {"binary_data_size": size}}
+    tensor = {
+        "name": "image",
+        "shape": draw(shapes),
+        "datatype": draw(st.sampled_from(DATATYPES)),
+        "parameters": {"binary_data_size": size},
+    }
     header = json.dumps({"inputs": [tensor]}).encode()
-    length = draw(st.sampled_from([str(len(header))]) | st.integers(-5, 500).map(str)
-                  | st.text(alphabet="0123456789-+.xe", min_size=1, max_size=4))
+    length = draw(
+        st.sampled_from([str(len(header))])
+        | st.integers(-5, 500).map(str)
+        | st.text(alphabet="0123456789-+.xe", min_size=1, max_size=4)
+    )
     return header + payload, {V2_HEADER_LENGTH: length, "Content-Type": "application/octet-stream"}
 
 
@@ -97,8 +136,15 @@ def tfserving_bodies(draw: st.DrawFn) -> bytes:
         if draw(st.booleans()):
             value = [[[[0.5]] * 28] * 28] * draw(st.integers(1, 2))
     else:
-        value = draw(json_values | st.lists(st.fixed_dictionaries(
-            {"image": json_values}, optional={"b64": st.text(max_size=8)}), max_size=3))
+        value = draw(
+            json_values
+            | st.lists(
+                st.fixed_dictionaries(
+                    {"image": json_values}, optional={"b64": st.text(max_size=8)}
+                ),
+                max_size=3,
+            )
+        )
     key = draw(st.sampled_from(["instances", "inputs", "other"]))
     body: dict[str, Any] = {key: value}
     if draw(st.booleans()):
@@ -107,8 +153,12 @@ def tfserving_bodies(draw: st.DrawFn) -> bytes:
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (
+        struct.pack(">I", len(data))
+        + kind
+        + data
+        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 @st.composite
@@ -121,25 +171,37 @@ def pictures(draw: st.DrawFn) -> bytes:
         depth, colour = draw(st.sampled_from([(8, 0), (16, 0), (8, 2), (8, 6), (16, 6), (1, 0)]))
         ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
         idat = zlib.compress(b"\0" * draw(st.integers(0, 64)))
-        return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat)
-                + _png_chunk(b"IEND", b""))
+        return (
+            b"\x89PNG\r\n\x1a\n"
+            + _png_chunk(b"IHDR", ihdr)
+            + _png_chunk(b"IDAT", idat)
+            + _png_chunk(b"IEND", b"")
+        )
     mode = draw(st.sampled_from(["L", "RGB", "RGBA", "I;16", "P", "1", "LA"]))
     width, height = draw(st.integers(1, 80)), draw(st.integers(1, 80))
     picture = Image.new(mode, (width, height))
     if width > 4 and height > 4:
-        picture.paste(Image.new(mode, (width // 2, height // 2), 255 if mode != "RGB" else
-                                (255, 255, 255)), (width // 4, height // 4))
+        picture.paste(
+            Image.new(mode, (width // 2, height // 2), 255 if mode != "RGB" else (255, 255, 255)),
+            (width // 4, height // 4),
+        )
     buffer = io.BytesIO()
-    picture.save(buffer, format=draw(st.sampled_from(["PNG", "JPEG"]))
-                 if mode in ("L", "RGB") else "PNG")
+    picture.save(
+        buffer, format=draw(st.sampled_from(["PNG", "JPEG"])) if mode in ("L", "RGB") else "PNG"
+    )
     data = buffer.getvalue()
     if kind == "corrupt":
-        flips = draw(st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)),
-                              min_size=1, max_size=8))
+        flips = draw(
+            st.lists(
+                st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)),
+                min_size=1,
+                max_size=8,
+            )
+        )
         raw = bytearray(data)
         for position, value in flips:
             raw[position] = value
-        data = bytes(raw[:draw(st.integers(8, len(raw)))])
+        data = bytes(raw[: draw(st.integers(8, len(raw)))])
     return data
 
 
@@ -152,8 +214,9 @@ def test_v2_json_requests(probe: Probe, body: bytes, model: str) -> None:
 
 @LIVE
 @given(request=v2_binary_bodies(), model=st.sampled_from(["mnist", "ocr"]))
-def test_v2_binary_requests(probe: Probe, request: tuple[bytes, dict[str, str]],
-                            model: str) -> None:
+def test_v2_binary_requests(
+    probe: Probe, request: tuple[bytes, dict[str, str]], model: str
+) -> None:
     body, headers = request
     measured = probe.send("POST", f"/v2/models/{model}/infer", body, headers=headers)
     probe.assert_client_error_within_bounds(measured)
@@ -167,14 +230,17 @@ def test_tfserving_json_requests(probe: Probe, body: bytes, model: str) -> None:
 
 
 @LIVE
-@given(data=pictures(), task=st.sampled_from(["classify-digit", "read-digits", "estimate-skew"]),
-       multipart=st.booleans())
+@given(
+    data=pictures(),
+    task=st.sampled_from(["classify-digit", "read-digits", "estimate-skew"]),
+    multipart=st.booleans(),
+)
 def test_picture_uploads(probe: Probe, data: bytes, task: str, multipart: bool) -> None:
     if multipart:
-        measured = probe.send("POST", f"/tasks/{task}",
-                              files={"file": ("p.png", data, "image/png")})
+        measured = probe.send(
+            "POST", f"/tasks/{task}", files={"file": ("p.png", data, "image/png")}
+        )
         measured.body_bytes = len(data)
     else:
-        measured = probe.send("POST", f"/tasks/{task}", data,
-                              headers={"Content-Type": "image/png"})
+        measured = probe.send("POST", f"/tasks/{task}", data, headers={"Content-Type": "image/png"})
     probe.assert_client_error_within_bounds(measured)

@@ -54,12 +54,27 @@ dimensions = st.one_of(st.integers(0, 6), st.integers(0, 2**90))
 
 
 @FAST
-@given(shape=st.lists(dimensions, max_size=10), datatype=st.sampled_from(V2_DATATYPES),
-       payload=st.binary(max_size=64), declared=st.integers(0, 80))
+@given(
+    shape=st.lists(dimensions, max_size=10),
+    datatype=st.sampled_from(V2_DATATYPES),
+    payload=st.binary(max_size=64),
+    declared=st.integers(0, 80),
+)
 def test_v2_binary_decoding_never_allocates_past_its_bytes(
-        shape: list[int], datatype: str, payload: bytes, declared: int) -> None:
-    header = json.dumps({"inputs": [{"name": "x", "shape": shape, "datatype": datatype,
-                                     "parameters": {"binary_data_size": declared}}]}).encode()
+    shape: list[int], datatype: str, payload: bytes, declared: int
+) -> None:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": shape,
+                    "datatype": datatype,
+                    "parameters": {"binary_data_size": declared},
+                }
+            ]
+        }
+    ).encode()
     tracemalloc.start()
     try:
         decoded = decode_infer_request(header + payload, len(header))
@@ -78,7 +93,8 @@ def test_v2_binary_decoding_never_allocates_past_its_bytes(
 @FAST
 @given(body=st.binary(max_size=200), header_length=st.none() | st.integers(1, 200))
 def test_v2_decoding_of_any_bytes_is_a_request_or_a_serving_error(
-        body: bytes, header_length: int | None) -> None:
+    body: bytes, header_length: int | None
+) -> None:
     if header_length is not None and header_length > len(body):
         header_length = None
     with contextlib.suppress(ServingError):  # anything else fails the test
@@ -94,7 +110,7 @@ def test_astronomical_shapes_are_refused_without_numpy_errors() -> None:
             limits.check_declared("x", shape, "FP32", 4, 8)
 
 
-numbers = st.integers(-2**40, 2**40) | st.floats(-1e6, 1e6, allow_nan=False)
+numbers = st.integers(-(2**40), 2**40) | st.floats(-1e6, 1e6, allow_nan=False)
 
 
 @st.composite
@@ -107,9 +123,11 @@ def rectangular(draw: st.DrawFn) -> Any:
 others = st.none() | st.booleans() | st.text(max_size=6)
 documents = st.recursive(
     rectangular() | others,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
-                                                                max_size=4),
-    max_leaves=12)
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 def _as_lists(value: Any) -> Any:
@@ -124,8 +142,7 @@ def _as_lists(value: Any) -> Any:
 
 @FAST
 @given(document=documents, slice_bytes=st.integers(1, 64), spaces=st.booleans())
-def test_sliced_parsing_equals_a_plain_parse(document: Any, slice_bytes: int,
-                                             spaces: bool) -> None:
+def test_sliced_parsing_equals_a_plain_parse(document: Any, slice_bytes: int, spaces: bool) -> None:
     text = json.dumps(document, separators=(", ", ": ") if spaces else (",", ":")).encode()
     parsed = loads_large(text, slice_bytes=slice_bytes, min_cut_bytes=1)
     assert _as_lists(parsed) == orjson.loads(text)
@@ -147,23 +164,35 @@ def test_a_body_of_millions_of_tiny_values_is_refused_before_parsing() -> None:
 
 def _png_header(width: int, height: int, depth: int = 8, colour: int = 0) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0"))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize(("size", "depth", "colour", "message"), [
-    ((20000, 2), 8, 0, "longest side"),
-    ((9000, 2), 8, 0, "250 times the shorter one"),
-    ((7000, 7000), 8, 0, "the limit is 40000000 pixels"),
-    ((6000, 6000), 8, 6, "decoding it takes 144000000 bytes"),  # RGBA
-    ((6000, 6000), 16, 0, "decoding it takes 216000000 bytes"),  # 16-bit grey (+ 32-bit copy)
-])
-def test_picture_headers_are_refused_before_decoding(size: tuple[int, int], depth: int,
-                                                     colour: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("size", "depth", "colour", "message"),
+    [
+        ((20000, 2), 8, 0, "longest side"),
+        ((9000, 2), 8, 0, "250 times the shorter one"),
+        ((7000, 7000), 8, 0, "the limit is 40000000 pixels"),
+        ((6000, 6000), 8, 6, "decoding it takes 144000000 bytes"),  # RGBA
+        ((6000, 6000), 16, 0, "decoding it takes 216000000 bytes"),  # 16-bit grey (+ 32-bit copy)
+    ],
+)
+def test_picture_headers_are_refused_before_decoding(
+    size: tuple[int, int], depth: int, colour: int, message: str
+) -> None:
     started = time.perf_counter()
     with pytest.raises(PayloadTooLarge, match=message):
         decode_grayscale(_png_header(*size, depth, colour))
@@ -259,8 +288,9 @@ def test_queue_is_bounded_in_bytes(gated: Gated) -> None:
     row_bytes = 28 * 28 * 4
 
     async def scenario() -> None:
-        batcher = DynamicBatcher(gated, BatchingOptions(inference_threads=1,
-                                                        max_queued_bytes=10 * row_bytes))
+        batcher = DynamicBatcher(
+            gated, BatchingOptions(inference_threads=1, max_queued_bytes=10 * row_bytes)
+        )
         first = await _behind_a_running_call(batcher, gated)
         queued = asyncio.ensure_future(batcher.submit(_rows(8)))
         await asyncio.sleep(0.01)
@@ -336,8 +366,7 @@ def test_a_request_over_max_rows_per_call_runs_in_slices(gated: Gated, mnist: Se
     image = np.random.default_rng(5).random((10, 28, 28, 1), dtype=np.float32)
 
     async def scenario() -> dict[str, np.ndarray]:
-        batcher = DynamicBatcher(gated, BatchingOptions(inference_threads=1,
-                                                        max_rows_per_call=4))
+        batcher = DynamicBatcher(gated, BatchingOptions(inference_threads=1, max_rows_per_call=4))
         gated.gate.set()
         result = await batcher.submit({"image": image})
         await batcher.close(5)

@@ -27,8 +27,10 @@ QUICK_S = 2.0  # a refusal must not take the time the refused work would have
 
 def _v2_binary(inputs: list[dict[str, object]], payload: bytes) -> tuple[bytes, dict[str, str]]:
     header = json.dumps({"inputs": inputs}).encode()
-    return header + payload, {V2_HEADER_LENGTH: str(len(header)),
-                              "Content-Type": "application/octet-stream"}
+    return header + payload, {
+        V2_HEADER_LENGTH: str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
 
 
 def _png(image: Image.Image) -> bytes:
@@ -40,11 +42,20 @@ def _png(image: Image.Image) -> bytes:
 def test_a_100_byte_bytes_request_declaring_50_million_elements(probe: Probe) -> None:
     """Before: 381 MB allocated (np.empty of the declared count) and 1.7 s, then a 400."""
     for count, status, message in (
-            (50_000_000, 413, "over the limit of 16777216 elements per tensor"),
-            (10_000_000, 400, "ends after 2 of 10000000 elements at most")):
-        body, headers = _v2_binary([{"name": "image", "shape": [count], "datatype": "BYTES",
-                                     "parameters": {"binary_data_size": 8}}],
-                                   struct.pack("<I", 4) + b"abcd")
+        (50_000_000, 413, "over the limit of 16777216 elements per tensor"),
+        (10_000_000, 400, "ends after 2 of 10000000 elements at most"),
+    ):
+        body, headers = _v2_binary(
+            [
+                {
+                    "name": "image",
+                    "shape": [count],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": 8},
+                }
+            ],
+            struct.pack("<I", 4) + b"abcd",
+        )
         assert len(body) < 150
         measured = probe.send("POST", "/v2/models/mnist/infer", body, headers=headers)
         probe.assert_client_error_within_bounds(measured)
@@ -57,17 +68,31 @@ def test_a_100_byte_bytes_request_declaring_50_million_elements(probe: Probe) ->
 def test_astronomically_large_shapes_are_4xx_never_500(probe: Probe) -> None:
     """Before: a 2**40 x 2**40 BYTES shape answered 500 (numpy's own error)."""
     cases = [
-        ([2**40, 2**40], "BYTES"), ([0, 2**80], "FP32"), ([2**63], "FP32"),
-        ([10**30], "INT64"), ([1] * 40, "FP32"), ([4, 2**62, 2**62], "UINT8"),
+        ([2**40, 2**40], "BYTES"),
+        ([0, 2**80], "FP32"),
+        ([2**63], "FP32"),
+        ([10**30], "INT64"),
+        ([1] * 40, "FP32"),
+        ([4, 2**62, 2**62], "UINT8"),
     ]
     for shape, datatype in cases:
-        body, headers = _v2_binary([{"name": "image", "shape": shape, "datatype": datatype,
-                                     "parameters": {"binary_data_size": 8}}], b"\0" * 8)
+        body, headers = _v2_binary(
+            [
+                {
+                    "name": "image",
+                    "shape": shape,
+                    "datatype": datatype,
+                    "parameters": {"binary_data_size": 8},
+                }
+            ],
+            b"\0" * 8,
+        )
         measured = probe.send("POST", "/v2/models/mnist/infer", body, headers=headers)
         probe.assert_client_error_within_bounds(measured)
         assert measured.status in (400, 413), (shape, datatype, measured.describe())
-        json_body = json.dumps({"inputs": [{"name": "image", "shape": shape,
-                                            "datatype": datatype, "data": [0] * 8}]}).encode()
+        json_body = json.dumps(
+            {"inputs": [{"name": "image", "shape": shape, "datatype": datatype, "data": [0] * 8}]}
+        ).encode()
         measured = probe.send("POST", "/v2/models/mnist/infer", json_body)
         probe.assert_client_error_within_bounds(measured)
         assert measured.status in (400, 413), (shape, datatype, measured.describe())
@@ -75,14 +100,17 @@ def test_astronomically_large_shapes_are_4xx_never_500(probe: Probe) -> None:
 
 def test_a_20000x2_png_on_estimate_skew(probe: Probe) -> None:
     """Before: a 133-byte PNG cost +1533 MB and 13.5 s (padded to a 20000-pixel square)."""
-    for width, message in ((20000, "the longest side may be 10000 pixels"),
-                           (9000, "at most 250 times the shorter one")):
+    for width, message in (
+        (20000, "the longest side may be 10000 pixels"),
+        (9000, "at most 250 times the shorter one"),
+    ):
         picture = Image.new("L", (width, 2), 255)
         picture.putpixel((width // 2, 0), 0)
         data = _png(picture)
         assert len(data) < 200
-        measured = probe.send("POST", "/tasks/estimate-skew", data,
-                              headers={"Content-Type": "image/png"})
+        measured = probe.send(
+            "POST", "/tasks/estimate-skew", data, headers={"Content-Type": "image/png"}
+        )
         probe.assert_client_error_within_bounds(measured)
         assert measured.status == 413, measured.describe()
         assert message in measured.response.json()["error"]
@@ -95,8 +123,9 @@ def test_a_6000x6000_rgba_png(probe: Probe) -> None:
     picture = Image.new("RGBA", (6000, 6000), (255, 255, 255, 255))
     picture.paste((0, 0, 0, 255), (2000, 2000, 4000, 4000))
     data = _png(picture)
-    measured = probe.send("POST", "/tasks/classify-digit", data,
-                          headers={"Content-Type": "image/png"})
+    measured = probe.send(
+        "POST", "/tasks/classify-digit", data, headers={"Content-Type": "image/png"}
+    )
     probe.assert_client_error_within_bounds(measured)
     assert measured.status == 413, measured.describe()
     assert "decoding it takes 144000000 bytes" in measured.response.json()["error"]
@@ -110,8 +139,9 @@ def test_a_large_photo_within_the_limits_is_read_in_bounded_memory(probe: Probe)
     data = _png(picture)
     peaks = []
     for _ in range(3):
-        measured = probe.send("POST", "/tasks/classify-digit", data,
-                              headers={"Content-Type": "image/png"})
+        measured = probe.send(
+            "POST", "/tasks/classify-digit", data, headers={"Content-Type": "image/png"}
+        )
         assert measured.status == 200, measured.describe()
         # Within the decode bound (max_image_decode_bytes, 128 MiB) plus a constant, always;
         # the first decode on each of the pool's threads also grows that thread's arena.
@@ -122,9 +152,12 @@ def test_a_large_photo_within_the_limits_is_read_in_bounded_memory(probe: Probe)
 
 def test_one_output_named_100000_times(probe: Probe) -> None:
     """Before: a 2.7 MB request got a 19.5 MB answer (53 MB from a 1.4 MB one in the issue)."""
-    request = {"inputs": [{"name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32",
-                           "data": [0.0] * 784}],
-               "outputs": [{"name": "probabilities"}] * 100_000}
+    request = {
+        "inputs": [
+            {"name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32", "data": [0.0] * 784}
+        ],
+        "outputs": [{"name": "probabilities"}] * 100_000,
+    }
     body = json.dumps(request).encode()
     measured = probe.send("POST", "/v2/models/mnist/infer", body)
     probe.assert_client_error_within_bounds(measured)
@@ -151,8 +184,9 @@ def _liveness_while(server: LiveServer, send: threading.Thread) -> list[float]:
     return latencies
 
 
-def test_a_24_mb_tfserving_body_leaves_liveness_answering(probe: Probe,
-                                                          hostile_server: LiveServer) -> None:
+def test_a_24_mb_tfserving_body_leaves_liveness_answering(
+    probe: Probe, hostile_server: LiveServer
+) -> None:
     """Before: the loop was blocked for seconds; /v2/health/live waited up to 678 ms here
     (3.7 s in the issue's measurement)."""
     rng = np.random.default_rng(0)
@@ -164,8 +198,11 @@ def test_a_24_mb_tfserving_body_leaves_liveness_answering(probe: Probe,
     worst: list[float] = []
     for content, status in ((body, 200), (parse_only, 400)):
         results: list[Measured] = []
-        send = threading.Thread(target=lambda content=content, results=results: results.append(
-            probe.send("POST", "/v1/models/mnist:predict", content)))
+        send = threading.Thread(
+            target=lambda content=content, results=results: results.append(
+                probe.send("POST", "/v1/models/mnist:predict", content)
+            )
+        )
         latencies = _liveness_while(hostile_server, send)
         assert results and results[0].status == status, results
         assert results[0].within_memory_bound(), results[0].describe()
@@ -182,16 +219,37 @@ def test_ocr_width_100000_is_refused_on_every_protocol(probe: Probe) -> None:
     """Before: accepted on /v1 and /v2: 8-17 s and up to +403 MB each (v2 binary)."""
     width = 100_000
     strip = np.zeros((1, 28, width, 1), np.float32)
-    body, headers = _v2_binary([{"name": "image", "shape": list(strip.shape), "datatype": "FP32",
-                                 "parameters": {"binary_data_size": strip.nbytes}}],
-                               strip.tobytes())
-    v1 = ('{"instances": [[' + ",".join(["[" + ",".join(["[0]"] * width) + "]"] * 28)
-          + "]]}").encode()
-    v2_json = json.dumps({"inputs": [{"name": "image", "shape": [1, 28, width, 1],
-                                      "datatype": "FP32", "data": [0] * (28 * width)}]}).encode()
-    for path, content, extra in (("/v2/models/ocr/infer", body, headers),
-                                 ("/v1/models/ocr:predict", v1, {}),
-                                 ("/v2/models/ocr/infer", v2_json, {})):
+    body, headers = _v2_binary(
+        [
+            {
+                "name": "image",
+                "shape": list(strip.shape),
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": strip.nbytes},
+            }
+        ],
+        strip.tobytes(),
+    )
+    v1 = (
+        '{"instances": [[' + ",".join(["[" + ",".join(["[0]"] * width) + "]"] * 28) + "]]}"
+    ).encode()
+    v2_json = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [1, 28, width, 1],
+                    "datatype": "FP32",
+                    "data": [0] * (28 * width),
+                }
+            ]
+        }
+    ).encode()
+    for path, content, extra in (
+        ("/v2/models/ocr/infer", body, headers),
+        ("/v1/models/ocr:predict", v1, {}),
+        ("/v2/models/ocr/infer", v2_json, {}),
+    ):
         measured = probe.send("POST", path, content, headers=extra)
         probe.assert_client_error_within_bounds(measured)
         assert measured.status == 413, measured.describe()
@@ -199,8 +257,17 @@ def test_ocr_width_100000_is_refused_on_every_protocol(probe: Probe) -> None:
         assert measured.seconds < QUICK_S * 2, measured.describe()
     # The widest strip allowed still works.
     ok = np.zeros((1, 28, 2048, 1), np.float32)
-    body, headers = _v2_binary([{"name": "image", "shape": list(ok.shape), "datatype": "FP32",
-                                 "parameters": {"binary_data_size": ok.nbytes}}], ok.tobytes())
+    body, headers = _v2_binary(
+        [
+            {
+                "name": "image",
+                "shape": list(ok.shape),
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": ok.nbytes},
+            }
+        ],
+        ok.tobytes(),
+    )
     assert probe.send("POST", "/v2/models/ocr/infer", body, headers=headers).status == 200
 
 
@@ -212,17 +279,28 @@ def _rows_computed(client: httpx.Client) -> float:
     return total
 
 
-def test_disconnecting_clients_do_not_fill_the_queue(probe: Probe,
-                                                     hostile_server: LiveServer) -> None:
+def test_disconnecting_clients_do_not_fill_the_queue(
+    probe: Probe, hostile_server: LiveServer
+) -> None:
     """Before: 300 requests of 128 rows sent and abandoned at once: 5632 rows were computed
     for nobody and the next client got 429."""
     rows = 128
     data = np.zeros((rows, 28, 28, 1), np.float32)
-    body, headers = _v2_binary([{"name": "image", "shape": list(data.shape), "datatype": "FP32",
-                                 "parameters": {"binary_data_size": data.nbytes}}],
-                               data.tobytes())
-    raw = (f"POST /v2/models/mnist/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-           f"{V2_HEADER_LENGTH}: {headers[V2_HEADER_LENGTH]}\r\n\r\n").encode() + body
+    body, headers = _v2_binary(
+        [
+            {
+                "name": "image",
+                "shape": list(data.shape),
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": data.nbytes},
+            }
+        ],
+        data.tobytes(),
+    )
+    raw = (
+        f"POST /v2/models/mnist/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        f"{V2_HEADER_LENGTH}: {headers[V2_HEADER_LENGTH]}\r\n\r\n"
+    ).encode() + body
     client = probe.client
     before = _rows_computed(client)
     sent = 300
@@ -252,14 +330,26 @@ def test_big_hostile_bodies_on_the_sliced_path_get_4xx(probe: Probe) -> None:
         ("/v1/models/mnist:predict", f'{{"inputs": {{"image": {numbers}, "other": 1}}}}'),
         ("/v1/models/ocr:predict", '{"instances": ' + "[" * 60 + numbers + "]" * 60 + "}"),
         ("/v2/models/mnist/infer", f'{{"id": {numbers}, "inputs": []}}'),
-        ("/v2/models/mnist/infer", f'{{"inputs": [{{"name": "image", "shape": {numbers}, '
-                                   '"datatype": "FP32", "data": [1]}]}'),
-        ("/v2/models/mnist/infer", '{"inputs": [{"name": "image", "shape": [1, 28, 28, 1], '
-                                   f'"datatype": "FP32", "data": {numbers}}}]}}'),
-        ("/v2/models/mnist/infer", '{"inputs": [{"name": "image", "shape": [1, 28, 28, 1], '
-                                   f'"datatype": "BYTES", "data": {numbers}}}]}}'),
-        ("/v2/models/mnist/infer", '{"inputs": [{"name": "image", "shape": [1, 28, 28, 1], '
-                                   f'"datatype": "FP32", "data": {ragged}}}]}}'),
+        (
+            "/v2/models/mnist/infer",
+            f'{{"inputs": [{{"name": "image", "shape": {numbers}, '
+            '"datatype": "FP32", "data": [1]}]}',
+        ),
+        (
+            "/v2/models/mnist/infer",
+            '{"inputs": [{"name": "image", "shape": [1, 28, 28, 1], '
+            f'"datatype": "FP32", "data": {numbers}}}]}}',
+        ),
+        (
+            "/v2/models/mnist/infer",
+            '{"inputs": [{"name": "image", "shape": [1, 28, 28, 1], '
+            f'"datatype": "BYTES", "data": {numbers}}}]}}',
+        ),
+        (
+            "/v2/models/mnist/infer",
+            '{"inputs": [{"name": "image", "shape": [1, 28, 28, 1], '
+            f'"datatype": "FP32", "data": {ragged}}}]}}',
+        ),
     ]
     for path, text in cases:
         body = text.encode()
