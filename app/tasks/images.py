@@ -44,6 +44,7 @@ MAX_IMAGE_PIXELS = ImageLimits().max_pixels
 #: Longest side a picture is worked on after decoding (larger ones are reduced by box
 #: averaging); the largest conversion, `strip_input`, ends at most 2048 px wide.
 WORK_SIDE = 2048
+EXIF_ORIENTATION = 0x0112
 #: Bytes per pixel Pillow stores for a mode (one byte for 1/L/P, two for 16-bit, else four).
 _MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 _ALPHA_MODES = ("RGBA", "LA", "PA")
@@ -91,7 +92,7 @@ def decode_grayscale(data: bytes, max_pixels: int | None = None,
             raise UnsupportedMediaType(f"expected a PNG or JPEG image, got {image.format}")
         _check_header(image, limits)
         try:
-            gray = _to_gray(ImageOps.exif_transpose(_reduced(image)))
+            gray = _to_gray(_upright(image))
         except (OSError, ValueError, SyntaxError) as exc:
             raise InvalidInput(f"cannot decode the image ({type(exc).__name__}: {exc}); the "
                                "file is truncated or corrupt") from None
@@ -129,6 +130,30 @@ def decode_bytes(image: Image.Image) -> int:
     stored = _MODE_BYTES.get(image.mode, 4)
     converted = 4 if image.mode in ("P", "1") or image.mode.startswith("I;16") else 0
     return width * height * (stored + converted)
+
+
+# EXIF orientation -> the transpose that puts the picture upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The decoded picture, reduced (`_reduced`) and turned upright by its EXIF orientation.
+
+    The orientation is read before reducing: the reduced copy has no EXIF of its own.
+    """
+    reduced = _reduced(image)
+    if reduced is image:
+        return ImageOps.exif_transpose(image)
+    method = _UPRIGHT.get(image.getexif().get(EXIF_ORIENTATION, 1))
+    return reduced if method is None else reduced.transpose(method)
 
 
 def _reduced(image: Image.Image) -> Image.Image:

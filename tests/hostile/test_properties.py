@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import math
 import struct
@@ -401,3 +402,28 @@ def test_unbatched_runner_drops_waiting_work_of_a_vanished_client(gated: Gated) 
 
     asyncio.run(scenario())
     assert gated.calls == [1]  # neither waiting request was computed
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_reduced_photo_keeps_its_exif_orientation(orientation: int) -> None:
+    """A phone photo (4000 px wide) is reduced before conversion; EXIF still turns it upright
+    exactly as it turns the same picture small enough not to be reduced."""
+    from PIL import Image
+
+    def ink_box(width: int, height: int) -> tuple[float, ...]:
+        picture = Image.new("RGB", (width, height), "white")
+        picture.paste((0, 0, 0), (width // 40, height // 10, width * 3 // 20, height * 9 // 10))
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        buffer = io.BytesIO()
+        picture.save(buffer, "JPEG", exif=exif)
+        ink = decode_grayscale(buffer.getvalue())
+        rows, cols = np.nonzero(ink > 0.5)
+        return (
+            rows.min() / ink.shape[0],
+            rows.max() / ink.shape[0],
+            cols.min() / ink.shape[1],
+            cols.max() / ink.shape[1],
+        )
+
+    np.testing.assert_allclose(ink_box(4000, 1000), ink_box(400, 100), atol=0.02)
