@@ -158,10 +158,11 @@ def _loaded(servable: Servable | None, name: str, version: int) -> Servable:
 def check_outputs(servable: Servable, names: Collection[str]) -> None:
     """Requested outputs must be outputs of the model (and so at most as many)."""
     unknown = [n for n in names if n not in servable.outputs]
-    if unknown or len(names) > len(servable.outputs):
-        shown = unknown[0] if unknown else "the same output twice"
-        raise InvalidInput(f"unknown output {str(shown)[:80]!r}; model {servable.name!r} has "
-                           f"outputs {sorted(servable.outputs)}")
+    if unknown:
+        raise InvalidInput(f"unknown output {str(unknown[0])[:80]!r}; model {servable.name!r} "
+                           f"has outputs {sorted(servable.outputs)}")
+    if len(set(names)) != len(names):
+        raise InvalidInput("an output is requested more than once")
 
 
 def validate_inputs(servable: Servable, inputs: dict[str, np.ndarray],
