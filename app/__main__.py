@@ -183,10 +183,10 @@ def _export(settings: Settings) -> None:
     for key, value in settings.model_dump(exclude={"batching"}).items():
         if value is not None:
             os.environ[_env(key)] = _env_value(value)
-
     for field in dataclasses.fields(settings.batching):
         os.environ[_env("batching__" + field.name)] = _env_value(
             getattr(settings.batching, field.name))
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
