@@ -231,16 +231,16 @@ def _parse_batching(value: Any, where: str, defaults: BatchingOptions) -> dict[s
         if not ok:
             raise RepositoryConfigError(f"{where}.{key}: expected "
                                         f"{type(default).__name__}, got {_shown(item)}")
-    try:
-        replace(defaults, **value)  # BatchingOptions checks its lower bounds itself
-    except ValueError as exc:
-        raise RepositoryConfigError(f"{where}: {exc}") from exc
-    for key, item in value.items():  # then: finite (nan passes every comparison) and bounded
+    for key, item in value.items():  # finite (nan passes every comparison) and bounded
         if not isinstance(item, bool):
             low, high = BATCHING_BOUNDS.get(key, _DEFAULT_BOUNDS)
             if not (math.isfinite(item) and low <= item <= high):
                 raise RepositoryConfigError(f"{where}.{key}: expected a finite number from "
                                             f"{low} to {high}, got {_shown_number(item)}")
+    try:
+        replace(defaults, **value)  # then what BatchingOptions checks across fields
+    except ValueError as exc:
+        raise RepositoryConfigError(f"{where}: {exc}") from exc
     return dict(value)
 
 
