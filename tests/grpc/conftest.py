@@ -97,6 +97,10 @@ def grpc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServer
     args = [
         "--device",
         "cpu",
+        # One TensorFlow thread per op: the queue tests need a call that stays busy for a while
+        # (16 OCR rows 2048 wide took 0.1 s with two threads on a quiet machine, 0.2 s with one).
+        "--intra-op-threads",
+        "1",
         "--grpc-port",
         str(grpc_port),
         "--api-token",
