@@ -23,6 +23,10 @@ from app.servable import Servable, TensorSpec
 SERVER_NAME = "kerasserve"
 SERVER_VERSION = "0.1.0"
 PLATFORM = "tensorflow_savedmodel"
+#: The key of an input value a protocol could not name (TF Serving's unnamed row and column
+#: formats): `infer` names it under the request's lease, so the signature that names it is that
+#: of the version that answers, whatever reloads in between.
+UNNAMED_INPUT = ""
 
 
 @dataclass(frozen=True)
@@ -109,12 +113,6 @@ class DataPlane:
             metadata=servable.metadata,
         )
 
-    def input_specs(self, name: str, version: int | None = None,
-                    label: str | None = None) -> dict[str, TensorSpec]:
-        """The signature inputs of the version a request would get (cheap: no copying)."""
-        entry = self.registry.resolve(name, version, label)
-        return _loaded(entry.servable, name, entry.version).inputs
-
     # ---- inference ------------------------------------------------------------------------
 
     async def infer(self, name: str, inputs: dict[str, np.ndarray], version: int | None = None,
@@ -133,6 +131,8 @@ class DataPlane:
         self.limits.check_arrays(inputs)
         async with self.registry.lease(name, version, label) as entry:
             servable = _loaded(entry.servable, name, entry.version)
+            if UNNAMED_INPUT in inputs:
+                inputs = name_the_only_input(servable, inputs)
             if outputs is not None:
                 check_outputs(servable, outputs)
             checked = validate_inputs(
@@ -153,6 +153,17 @@ def _loaded(servable: Servable | None, name: str, version: int) -> Servable:
     if servable is None:
         raise Unavailable(f"model {name!r} version {version} is unloading")
     return servable
+
+
+def name_the_only_input(servable: Servable,
+                        inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Give an `UNNAMED_INPUT` the name of the model's only input (TF Serving's unnamed row and
+    column formats); a model with several inputs needs them named."""
+    names = list(servable.inputs)
+    if len(names) != 1 or len(inputs) != 1:
+        raise InvalidInput(f"model {servable.name!r} has inputs {names}: each value must be an "
+                           "object that names them")
+    return {names[0]: inputs[UNNAMED_INPUT]}
 
 
 def check_outputs(servable: Servable, names: Collection[str]) -> None:

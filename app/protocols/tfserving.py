@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
-from app.dataplane import DataPlane, ModelMetadata, VersionStatus
+from app.dataplane import UNNAMED_INPUT, DataPlane, ModelMetadata, VersionStatus
 from app.errors import InvalidInput
 from app.observability import note_served_version
 from app.protocols.common import (
@@ -121,8 +121,8 @@ async def _predict(request: Request, name: str, version: int | None = None,
     # rows of a big body turned into arrays there too: a Python loop over them would hold
     # the event loop.
     threshold = request.app.state.settings.inline_parse_bytes
-    has_rows, inputs = await parse_off_loop(len(raw), threshold, _decode_predict, raw,
-                                            len(raw) > threshold, plane, name, version, label)
+    has_rows, inputs = await parse_off_loop(len(raw), threshold, decode_predict, raw,
+                                            len(raw) > threshold)
     result = await plane.infer(name, inputs, version=version, label=label,
                                client_gone=client_gone(request))
     note_served_version(request.scope, result.model_version)
@@ -134,9 +134,9 @@ async def _predict(request: Request, name: str, version: int | None = None,
     return json_response({"outputs": encoded})
 
 
-def _decode_predict(raw: bytes, sliced: bool, plane: DataPlane, name: str, version: int | None,
-                    label: str | None) -> tuple[bool, dict[str, np.ndarray]]:
-    """(row format?, the inputs as arrays) of a predict body."""
+def decode_predict(raw: bytes, sliced: bool = False) -> tuple[bool, dict[str, np.ndarray]]:
+    """(row format?, the inputs as arrays) of a predict body; a value that names no input is
+    keyed `UNNAMED_INPUT` (see `rows_to_inputs`)."""
     body = _parse_predict_body(raw, sliced)
     signature = body.get("signature_name", SERVING_SIGNATURE)
     if not isinstance(signature, str) or signature != SERVING_SIGNATURE:
@@ -147,10 +147,11 @@ def _decode_predict(raw: bytes, sliced: bool, plane: DataPlane, name: str, versi
     if has_rows == has_columns:
         raise InvalidInput("the request must have exactly one of 'instances' (row format) or "
                            f"'inputs' (columnar format), got keys {sorted(body)}")
-    input_names = list(plane.input_specs(name, version, label))
+    # No model lookup here: an unnamed value is named inside the data plane's lease, so the
+    # version whose signature names it is the version that answers.
     if has_rows:
-        return True, rows_to_inputs(body["instances"], input_names)
-    return False, columns_to_inputs(body["inputs"], input_names)
+        return True, rows_to_inputs(body["instances"])
+    return False, columns_to_inputs(body["inputs"])
 
 
 def _parse_predict_body(raw: bytes, sliced: bool = False) -> dict[str, Any]:
@@ -179,8 +180,13 @@ def _is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and "b64" in value
 
 
-def rows_to_inputs(instances: Any, input_names: list[str]) -> dict[str, np.ndarray]:
-    """Row format: a list of instances, each a value (one-input model) or {input: value}."""
+def rows_to_inputs(instances: Any,
+                   input_names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Row format: a list of instances, each a value (one-input model) or {input: value}.
+
+    A value that names no input is keyed `UNNAMED_INPUT` when `input_names` is None: the data
+    plane gives it the name of the model's only input under the request's lease.
+    """
     if isinstance(instances, np.ndarray):  # decoded by app.protocols.numeric_json
         return {_only_input(input_names, "instance"): instances}
     if not isinstance(instances, list) or not instances:
@@ -195,19 +201,23 @@ def rows_to_inputs(instances: Any, input_names: list[str]) -> dict[str, np.ndarr
                                    f"instance {index} has {got}")
         return {key: _to_array([instance[key] for instance in instances], key)
                 for key in keys}
-    return {_only_input(input_names, "instance"): _to_array(instances, input_names[0])}
+    return {_only_input(input_names, "instance"): _to_array(instances, "the instances")}
 
 
-def columns_to_inputs(columns: Any, input_names: list[str]) -> dict[str, np.ndarray]:
-    """Columnar format: {input: batch of values}, or the batch alone for one-input models."""
+def columns_to_inputs(columns: Any,
+                      input_names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Columnar format: {input: batch of values}, or the batch alone for one-input models
+    (keyed `UNNAMED_INPUT` when `input_names` is None, as in `rows_to_inputs`)."""
     if isinstance(columns, np.ndarray):  # decoded by app.protocols.numeric_json
         return {_only_input(input_names, "'inputs' value"): columns}
     if isinstance(columns, dict) and not _is_b64(columns):
         return {key: _to_array(value, key) for key, value in columns.items()}
-    return {_only_input(input_names, "'inputs' value"): _to_array(columns, input_names[0])}
+    return {_only_input(input_names, "'inputs' value"): _to_array(columns, "'inputs'")}
 
 
-def _only_input(input_names: list[str], what: str) -> str:
+def _only_input(input_names: list[str] | None, what: str) -> str:
+    if input_names is None:
+        return UNNAMED_INPUT
     if len(input_names) != 1:
         raise InvalidInput(f"the model has inputs {input_names}: each {what} must be an "
                            "object that names them")
