@@ -108,8 +108,10 @@ class BatchingOptions:
             raise ValueError("max_queued_bytes must be at least 1")
         if self.max_variable_dim < 1:
             raise ValueError("max_variable_dim must be at least 1")
-        if not 0 < self.timeout_s < math.inf:  # also refuses nan, which compares false
-            raise ValueError("timeout_s must be a positive, finite number of seconds")
+        if not math.isfinite(self.timeout_s):  # nan compares false with everything
+            raise ValueError("timeout_s must be finite")
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
         if self.inference_threads < 1:
             raise ValueError("inference_threads must be at least 1")
         if not 1.0 <= self.max_pad_ratio < math.inf:
@@ -122,9 +124,6 @@ class BatchObserver(Protocol):
 
     def on_batch(self, rows: int, requests: int, queue_wait_s: float, compute_s: float) -> None:
         """A servable call finished: its size, the oldest member's wait, and its duration."""
-
-    def on_queue_depth(self, rows: int) -> None:
-        """Rows waiting in the queue changed."""
 
     def on_rejected(self, reason: str) -> None:
         """A request failed without running: "queue_full", "deadline", "closing" or
@@ -307,8 +306,6 @@ class DynamicBatcher:
                 f"the limits are {options.max_queued_rows} rows and {options.max_queued_bytes} "
                 "bytes: retry later"
             )
-        if self._observer is not None:
-            self._observer.on_queue_depth(queued + rows)
         limit = options.timeout_s if timeout_s is None else min(timeout_s, options.timeout_s)
         timer = loop.call_later(limit, self._expire, request, limit)
         # Watched only when the request waits behind a full batch or more: a watcher task costs
@@ -494,8 +491,6 @@ class DynamicBatcher:
             queued_now = self._queued_rows
             if not queued_now:
                 self._idle.notify_all()
-        if self._observer is not None:
-            self._observer.on_queue_depth(queued_now)
         return batch
 
     def _pop_live(self) -> _Request | None:

@@ -11,7 +11,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.dataplane import DataPlane
-from app.settings import Settings
 
 
 # `async def` on purpose: FastAPI runs plain-function dependencies in its thread pool, which
@@ -20,9 +19,4 @@ async def get_dataplane(request: Request) -> DataPlane:
     return request.app.state.dataplane
 
 
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -118,9 +118,6 @@ class BatchMetrics:
         self._queue.observe(queue_wait_s)
         self._compute.observe(compute_s)
 
-    def on_queue_depth(self, rows: int) -> None:
-        """Not kept here: the scrape reads each batcher's queue depth directly."""
-
     def on_rejected(self, reason: str) -> None:
         self._metrics.rejected.labels(self._model, self._version, reason).inc()
 

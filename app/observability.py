@@ -113,7 +113,6 @@ class RequestObserver:
         self.app = app
         self.metrics = metrics
         self.is_known_model = is_known_model
-        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,11 +132,9 @@ class RequestObserver:
                                       (REQUEST_ID_HEADER, header_value)]
             await send(message)
 
-        self.in_flight += 1
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.in_flight -= 1
             self._record(scope, status, time.perf_counter() - started)
             request_id_var.reset(token)
 

@@ -31,7 +31,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -105,10 +105,6 @@ class FileFingerprint:
         except OSError:
             return cls(-1, -1)
         return cls(stat.st_mtime_ns, stat.st_size)
-
-
-def default_config_path(repository: Path) -> Path:
-    return repository / DEFAULT_CONFIG_NAME
 
 
 def load_repository_config(path: Path, shown_as: str | None = None) -> RepositoryConfig:
@@ -231,17 +227,25 @@ def _parse_batching(value: Any, where: str, defaults: BatchingOptions) -> dict[s
         if not ok:
             raise RepositoryConfigError(f"{where}.{key}: expected "
                                         f"{type(default).__name__}, got {_shown(item)}")
-    for key, item in value.items():  # finite (nan passes every comparison) and bounded
-        if not isinstance(item, bool):
-            low, high = BATCHING_BOUNDS.get(key, _DEFAULT_BOUNDS)
-            if not (math.isfinite(item) and low <= item <= high):
-                raise RepositoryConfigError(f"{where}.{key}: expected a finite number from "
-                                            f"{low} to {high}, got {_shown_number(item)}")
+    numbers = {key: item for key, item in value.items() if not isinstance(item, bool)}
+    for key, item in numbers.items():  # nan passes every comparison: refuse it by name first
+        if not math.isfinite(item):
+            _out_of_bounds(where, key, item)
     try:
-        replace(defaults, **value)  # then what BatchingOptions checks across fields
+        replace(defaults, **value)  # BatchingOptions checks its lower bounds itself
     except ValueError as exc:
         raise RepositoryConfigError(f"{where}: {exc}") from exc
+    for key, item in numbers.items():  # then the ranges a config may ask for
+        low, high = BATCHING_BOUNDS.get(key, _DEFAULT_BOUNDS)
+        if not low <= item <= high:
+            _out_of_bounds(where, key, item)
     return dict(value)
+
+
+def _out_of_bounds(where: str, key: str, item: float) -> NoReturn:
+    low, high = BATCHING_BOUNDS.get(key, _DEFAULT_BOUNDS)
+    raise RepositoryConfigError(f"{where}.{key}: expected a finite number from {low} to {high}, "
+                                f"got {_shown_number(item)}")
 
 
 def _expect_mapping(value: Any, where: str) -> None:

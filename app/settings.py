@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from app.batching import BatchingOptions
 from app.devices import DeviceMode, DeviceOptions
 from app.limits import ImageLimits, TensorLimits
+from app.repository_config import DEFAULT_CONFIG_NAME
 from app.security.tokens import TokenGuard
 
 ENV_PREFIX = "KERASSERVE_"
@@ -154,7 +155,7 @@ class Settings(BaseSettings):
 
     def repository_config_path(self) -> Path:
         """The config file in force: the option, or `config.yaml` in the repository."""
-        return self.repository_config or self.model_repository / "config.yaml"
+        return self.repository_config or self.model_repository / DEFAULT_CONFIG_NAME
 
     def device_options(self) -> DeviceOptions:
         """The subset `app.devices.configure_devices` needs (shared with training)."""

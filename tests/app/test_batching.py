@@ -151,9 +151,6 @@ class BatchRecorder:
     def on_batch(self, rows: int, requests: int, queue_wait_s: float, compute_s: float) -> None:
         self.batches.append((rows, requests))
 
-    def on_queue_depth(self, rows: int) -> None:
-        pass
-
     def on_rejected(self, reason: str) -> None:
         self.rejected.append(reason)
 

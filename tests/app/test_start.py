@@ -74,5 +74,5 @@ def test_a_batching_timeout_that_is_not_a_positive_finite_number_is_refused(
     from pydantic import ValidationError
 
     monkeypatch.setenv("KERASSERVE_BATCHING__TIMEOUT_S", value)
-    with pytest.raises(ValidationError, match="timeout_s must be a positive, finite number"):
+    with pytest.raises(ValidationError, match="timeout_s must be (finite|positive)"):
         parse_settings([])
