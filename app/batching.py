@@ -119,7 +119,7 @@ class BatchingOptions:
 
 
 class BatchObserver(Protocol):
-    """Hooks for metrics (issue 5). Called from inference threads and the event loop: keep them
+    """Hooks for metrics. Called from inference threads and the event loop: keep them
     cheap and thread-safe (Prometheus collectors are)."""
 
     def on_batch(self, rows: int, requests: int, queue_wait_s: float, compute_s: float) -> None:

@@ -12,7 +12,7 @@ What SIGTERM (or Ctrl-C) does here, in order:
 4. `serve_gracefully` returns and `python -m app` exits 0 (at once, abandoning it, when a model
    load is still running in its thread: `exit_if_loads_running`).
 
-Why a subclass of `uvicorn.Server`: uvicorn 0.54 records the signal and re-raises it after its
+Why a subclass of `uvicorn.Server`: uvicorn records the signal and re-raises it after its
 own graceful shutdown, so the process dies of SIGTERM (status 143) even after a clean drain.
 `handle_exit` here does not record it. A second signal stops at once (uvicorn's force exit).
 """

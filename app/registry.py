@@ -3,7 +3,7 @@
 name -> version -> `ModelVersion` (state, load error, servable, runner, in-flight count).
 Every mutation runs on the event loop (loading itself runs in a thread and only its result is
 stored here), so no locks are needed. Requests hold a *lease* on the version they use; unloading
-first stops new leases, then waits for the held ones: that is what lets issue 5's hot reload load
+first stops new leases, then waits for the held ones: that is what lets hot reload load
 a new version in the background, switch the default to it (the newest available version is the
 default, or a label picks one) and retire the old one without failing a request.
 """
@@ -201,7 +201,7 @@ class ModelRegistry:
     async def rebuild_runner(self, name: str, version: int, drain_timeout_s: float) -> None:
         """Give a serving version a runner built with its current batching options.
 
-        For repository config changes (issue 5). The swap is one assignment: a request reads
+        For repository config changes. The swap is one assignment: a request reads
         `entry.runner` and submits to it without yielding, so each request lands on the old or
         the new runner whole; the old one then drains what it was given and stops.
         """
@@ -241,7 +241,7 @@ class ModelRegistry:
         return dict(self._labels.get(name, {}))
 
     def set_labels(self, name: str, labels: dict[str, int]) -> None:
-        """Replace `name`'s labels (issue 5's repository config); refuses unloaded targets."""
+        """Replace `name`'s labels (the repository config); refuses unloaded targets."""
         for label, version in labels.items():
             if not self.get_version(name, version).ready:
                 raise InvalidInput(f"label {label!r} of model {name!r} points at version "

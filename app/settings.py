@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     batching: BatchingOptions = BatchingOptions()
     drain_timeout_s: float = Field(default=10.0, ge=0)
 
-    # Model lifecycle (issue 5, app.reloader): repository polling (0: off), the repository
+    # Model lifecycle (app.reloader): repository polling (0: off), the repository
     # config file (default <model_repository>/config.yaml), SIGTERM grace period, log format.
     poll_interval: float = Field(default=2.0, ge=0, description="seconds")
     repository_config: Path | None = None

@@ -87,7 +87,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     for row in results.get("inprocess", []):
         lines.append(f"| {row['model']} | {row['batch_size']} | {row['median_ms']} | "
                      f"{row['rows_per_s']:,.0f} |")
-    lines += ["", "## Targets (issue 4; mnist, one row per request unless said)", "",
+    lines += ["", "## Targets (mnist, one row per request unless said)", "",
               "| figure | target | measured (medians) | verdict |", "| --- | --- | --- | --- |"]
     for target in results["targets"]:
         lines.append(f"| {target['figure']} | {target['target']} | {target['measured']} | "

@@ -1,4 +1,4 @@
-"""The issue's target ratios (issue 4, "Targets"), computed from one run's medians.
+"""The target ratios, computed from one run's medians.
 
 Why separate: the table of targets is the contract; keeping it in one place makes it easy to
 check against the issue, and the report only renders what this module decides.

@@ -1,6 +1,6 @@
 """Inference routes first: plain Starlette routes at the front of the app's route list.
 
-Why: FastAPI (0.165 here) matches a request against an included router lazily, per request,
+Why: FastAPI matches a request against an included router lazily, per request,
 candidate by candidate with its own bookkeeping: reaching the TF Serving predict route took
 about 40 us and KServe v2's infer route 60 to 90 us (measured on the service's own route list),
 against about 2 us for each plain route checked before them. The routes stay registered in

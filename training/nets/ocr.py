@@ -111,7 +111,7 @@ class CTCLoss(keras.layers.Layer):
 class FoldingTimeDistributed(keras.layers.TimeDistributed):
     """`TimeDistributed` that folds time into the batch axis, correct for a variable time axis.
 
-    Keras 3.15's `TimeDistributed.call` maps over `arange(shape[0])` of the *untransposed*
+    Keras 3's `TimeDistributed.call` maps over `arange(shape[0])` of the *untransposed*
     input when the time axis is unknown, i.e. over the batch size instead of the time steps:
     a batch of 2 gave 2 time steps, and a time axis shorter than the batch failed (the team's
     pitfalls note saw it in exported graphs; here it broke training with a static batch too).
