@@ -12,7 +12,6 @@ a 500 with a generic message (the traceback goes to the log, never to the client
 | Forbidden | 403 | admin route without admin access configured or with a non-admin token; a |
 |  |  | cross-site request to an admin route |
 | NotFound | 404 | unknown model, version or label |
-| Conflict | 409 | a control action that contradicts the current state |
 | PayloadTooLarge | 413 | body, tensor, width or picture over its configured limit |
 | UnsupportedMediaType | 415 | content type the endpoint cannot read |
 | QueueFull | 429 | a model's queue (rows or bytes) or the picture-decoding queue is full |
@@ -65,10 +64,6 @@ class Forbidden(ServingError):
 
 class NotFound(ServingError):
     status_code = 404
-
-
-class Conflict(ServingError):
-    status_code = 409
 
 
 class PayloadTooLarge(ServingError):
