@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
@@ -150,3 +151,11 @@ def assert_same_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray])
             assert value.tolist() == expected.tolist(), key
         else:
             np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-5, err_msg=key)
+
+
+def post_v2_json(server: GrpcServer, name: str, image: np.ndarray) -> httpx.Response:
+    """The same `image` over HTTP, as a v2 JSON request: what gRPC answers are compared with."""
+    body = {"inputs": [{"name": "image", "shape": list(image.shape), "datatype": "FP32",
+                        "data": image.ravel().tolist()}]}
+    return httpx.post(f"{server.url}/v2/models/{name}/infer", json=body, headers=API_HEADERS,
+                      timeout=30)

@@ -32,6 +32,7 @@ from tests.grpc.conftest import (
     OCR_QUEUED_ROWS,
     GrpcServer,
     images,
+    post_v2_json,
 )
 
 Metadata = Sequence[tuple[str, str]]
@@ -121,19 +122,7 @@ def test_error_rows(
 def test_messages_equal_the_http_messages(grpc_server: GrpcServer) -> None:
     image = np.zeros((1, 28, 27, 1), np.float32)
     error = infer_error(grpc_server, infer_request("mnist", image))
-    body = {
-        "inputs": [
-            {
-                "name": "image",
-                "shape": list(image.shape),
-                "datatype": "FP32",
-                "data": image.ravel().tolist(),
-            }
-        ]
-    }
-    http = httpx.post(
-        f"{grpc_server.url}/v2/models/mnist/infer", json=body, headers=API_HEADERS, timeout=30
-    )
+    http = post_v2_json(grpc_server, "mnist", image)
     assert http.status_code == 400
     assert http.json()["error"] == error.details()
 

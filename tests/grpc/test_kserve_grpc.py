@@ -24,6 +24,7 @@ from tests.grpc.conftest import (
     assert_same_outputs,
     images,
     in_process,
+    post_v2_json,
 )
 from tests.live_server import REPO_ROOT
 
@@ -45,19 +46,7 @@ def triton_infer(
 
 
 def http_infer(server: GrpcServer, name: str, image: np.ndarray) -> dict[str, np.ndarray]:
-    body = {
-        "inputs": [
-            {
-                "name": "image",
-                "shape": list(image.shape),
-                "datatype": "FP32",
-                "data": image.ravel().tolist(),
-            }
-        ]
-    }
-    response = httpx.post(
-        f"{server.url}/v2/models/{name}/infer", json=body, headers=API_HEADERS, timeout=30
-    )
+    response = post_v2_json(server, name, image)
     assert response.status_code == 200, response.text
     result = {}
     for output in response.json()["outputs"]:
