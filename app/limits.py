@@ -14,7 +14,7 @@ Over a size bound: 413 (`PayloadTooLarge`); a shape that contradicts its own dat
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,16 +42,28 @@ class TensorLimits:
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be at least 1")
 
+    def check_rank(self, name: str, rank: int) -> None:
+        if rank > self.max_rank:
+            raise InvalidInput(f"input {name!r} has rank {rank}; the limit is {self.max_rank}")
+
+    def declared_shape(self, name: str, dims: Sequence[int]) -> tuple[int, ...]:
+        """A shape as a message declares it (protobuf repeated sizes): the rank is checked
+        before the dimensions are read, then each must be non-negative."""
+        self.check_rank(name, len(dims))
+        shape = tuple(dims)
+        if any(size < 0 for size in shape):
+            raise InvalidInput(
+                f"input {name!r}: the shape must be non-negative integers, got {list(shape)}"
+            )
+        return shape
+
     def check_shape(self, name: str, shape: tuple[int, ...]) -> int:
         """The element count of a declared shape, after checking rank and size (no allocation).
 
         Every dimension is bounded on its own too: with a zero elsewhere the product is 0, and
         numpy still refuses a dimension of 2**80 with its own error.
         """
-        if len(shape) > self.max_rank:
-            raise InvalidInput(
-                f"input {name!r} has rank {len(shape)}; the limit is {self.max_rank}"
-            )
+        self.check_rank(name, len(shape))
         if shape and max(shape) > self.max_tensor_elements:
             raise PayloadTooLarge(
                 f"input {name!r}: dimension {max(shape)} of shape "

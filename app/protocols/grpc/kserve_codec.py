@@ -101,15 +101,7 @@ def _tensor_header(tensor: Any, limits: TensorLimits) -> tuple[str, tuple[int, .
     name = tensor.name
     if not name:
         raise InvalidInput("each input needs a name")
-    if len(tensor.shape) > limits.max_rank:  # before a loop over it
-        raise InvalidInput(
-            f"input {name!r} has rank {len(tensor.shape)}; the limit is {limits.max_rank}"
-        )
-    shape = tuple(tensor.shape)
-    if any(dim < 0 for dim in shape):
-        raise InvalidInput(
-            f"input {name!r}: the shape must be non-negative integers, got {list(shape)}"
-        )
+    shape = limits.declared_shape(name, tensor.shape)
     datatype = tensor.datatype
     if datatype not in V2_DATATYPES:
         raise InvalidInput(

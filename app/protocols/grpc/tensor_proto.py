@@ -70,15 +70,8 @@ def tensor_to_array(
     shape_proto = tensor.tensor_shape
     if shape_proto.unknown_rank:
         raise InvalidInput(f"input {name!r} has an unknown rank; give its shape")
-    if len(shape_proto.dim) > limits.max_rank:  # before a loop over it
-        raise InvalidInput(
-            f"input {name!r} has rank {len(shape_proto.dim)}; the limit is {limits.max_rank}"
-        )
-    shape = tuple(dim.size for dim in shape_proto.dim)
-    if any(size < 0 for size in shape):
-        raise InvalidInput(
-            f"input {name!r}: the shape must be non-negative sizes, got {list(shape)}"
-        )
+    limits.check_rank(name, len(shape_proto.dim))  # before the sizes are read out of the dims
+    shape = limits.declared_shape(name, [dim.size for dim in shape_proto.dim])
     dtype_code = tensor.dtype
     if dtype_code not in VALUE_FIELDS:
         raise InvalidInput(
