@@ -29,8 +29,12 @@ EXIT_START_ERROR = 2
 # Batching defaults with their own flag (the others: KERASSERVE_BATCHING__* only).
 _BATCHING_FLAGS = (
     ("--max-queued-bytes", "max_queued_bytes", "input bytes queued per model (429 above)"),
-    ("--max-variable-dim", "max_variable_dim", "largest variable non-batch dimension of an "
-     "input, e.g. the OCR width, on every protocol (413 above)"),
+    (
+        "--max-variable-dim",
+        "max_variable_dim",
+        "largest variable non-batch dimension of an "
+        "input, e.g. the OCR width, on every protocol (413 above)",
+    ),
 )
 ACCESS_LOG_ENV = "KERASSERVE_ACCESS_LOG"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -45,106 +49,287 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m app",
         description="Serve the SavedModels of a model repository over the TensorFlow Serving "
-                    "REST API, KServe v2 and task endpoints.",
+        "REST API, KServe v2 and task endpoints.",
         epilog="Batching defaults: KERASSERVE_BATCHING__ENABLED, __MAX_BATCH_SIZE, "
-               "__MAX_BATCH_DELAY_US, __MAX_QUEUED_ROWS, __MAX_QUEUED_BYTES, __TIMEOUT_S, "
-               "__INFERENCE_THREADS, __MAX_VARIABLE_DIM.",
+        "__MAX_BATCH_DELAY_US, __MAX_QUEUED_ROWS, __MAX_QUEUED_BYTES, __TIMEOUT_S, "
+        "__INFERENCE_THREADS, __MAX_VARIABLE_DIM.",
     )
 
     def option(flag: str, field: str, help_text: str, **kwargs: Any) -> None:
         default = defaults[field].default
-        shown = "none" if default in (None, ()) else (str(default).lower()
-                                                      if isinstance(default, bool) else default)
-        parser.add_argument(flag, dest=field, default=None,
-                            help=f"{help_text} (env {_env(field)}, default {shown})", **kwargs)
+        shown = (
+            "none"
+            if default in (None, ())
+            else (str(default).lower() if isinstance(default, bool) else default)
+        )
+        parser.add_argument(
+            flag,
+            dest=field,
+            default=None,
+            help=f"{help_text} (env {_env(field)}, default {shown})",
+            **kwargs,
+        )
 
     option("--host", "host", "interface to listen on")
     option("--port", "port", "TCP port", type=int)
     option("--grpc-port", "grpc_port", "gRPC port, same host (0: no gRPC server)", type=int)
-    option("--grpc-max-concurrent-rpcs", "grpc_max_concurrent_rpcs", "gRPC calls served at "
-           "once; more are refused (RESOURCE_EXHAUSTED)", type=int, metavar="N")
-    option("--model-repository", "model_repository", "folder with <name>/<version>/ models",
-           metavar="DIR")
+    option(
+        "--grpc-max-concurrent-rpcs",
+        "grpc_max_concurrent_rpcs",
+        "gRPC calls served at once; more are refused (RESOURCE_EXHAUSTED)",
+        type=int,
+        metavar="N",
+    )
+    option(
+        "--model-repository",
+        "model_repository",
+        "folder with <name>/<version>/ models",
+        metavar="DIR",
+    )
     option("--workers", "workers", "uvicorn worker processes", type=int, metavar="N")
     option("--device", "device", "where TensorFlow runs", choices=["auto", "cpu", "gpu"])
-    option("--gpu-memory-growth", "gpu_memory_growth", "allocate GPU memory as needed",
-           action="store_const", const=True)
-    option("--gpu-memory-limit", "gpu_memory_limit", "cap per GPU in MB", type=int,
-           metavar="MB")
-    option("--log-device-placement", "log_device_placement", "log the device of every op",
-           action="store_const", const=True)
-    option("--intra-op-threads", "intra_op_threads", "TensorFlow intra-op threads (0: TF "
-           "decides)", type=int, metavar="N")
-    option("--inter-op-threads", "inter_op_threads", "TensorFlow inter-op threads (0: TF "
-           "decides)", type=int, metavar="N")
-    option("--max-body-bytes", "max_body_bytes", "largest request body accepted (413 above)",
-           type=int, metavar="BYTES")
-    option("--max-tensor-rank", "max_tensor_rank", "most dimensions of an input tensor (400 "
-           "above)", type=int, metavar="N")
-    option("--max-tensor-elements", "max_tensor_elements", "most elements of one input tensor, "
-           "as declared and as sent (413 above)", type=int, metavar="N")
-    option("--max-request-elements", "max_request_elements", "most tensor elements of one "
-           "request, all inputs together (413 above)", type=int, metavar="N")
-    option("--inline-parse-bytes", "inline_parse_bytes", "larger JSON bodies are parsed off "
-           "the event loop, in slices", type=int, metavar="BYTES")
-    option("--max-image-bytes", "max_image_bytes", "largest picture file on /tasks (413 above)",
-           type=int, metavar="BYTES")
-    option("--max-image-pixels", "max_image_pixels", "most pixels of a picture, from its "
-           "header (413 above)", type=int, metavar="N")
-    option("--max-image-side", "max_image_side", "longest side of a picture in pixels (413 "
-           "above)", type=int, metavar="N")
-    option("--max-image-aspect", "max_image_aspect", "longer side / shorter side of a picture "
-           "(413 above)", type=float, metavar="RATIO")
-    option("--max-image-decode-bytes", "max_image_decode_bytes", "memory one picture's decode "
-           "may take: pixels x bytes per pixel of its mode (413 above)", type=int,
-           metavar="BYTES")
-    option("--image-decode-threads", "image_decode_threads", "pictures decoded at once",
-           type=int, metavar="N")
-    option("--image-decode-queue", "image_decode_queue", "pictures waiting for a decode "
-           "thread (429 above)", type=int, metavar="N")
+    option(
+        "--gpu-memory-growth",
+        "gpu_memory_growth",
+        "allocate GPU memory as needed",
+        action="store_const",
+        const=True,
+    )
+    option("--gpu-memory-limit", "gpu_memory_limit", "cap per GPU in MB", type=int, metavar="MB")
+    option(
+        "--log-device-placement",
+        "log_device_placement",
+        "log the device of every op",
+        action="store_const",
+        const=True,
+    )
+    option(
+        "--intra-op-threads",
+        "intra_op_threads",
+        "TensorFlow intra-op threads (0: TF decides)",
+        type=int,
+        metavar="N",
+    )
+    option(
+        "--inter-op-threads",
+        "inter_op_threads",
+        "TensorFlow inter-op threads (0: TF decides)",
+        type=int,
+        metavar="N",
+    )
+    option(
+        "--max-body-bytes",
+        "max_body_bytes",
+        "largest request body accepted (413 above)",
+        type=int,
+        metavar="BYTES",
+    )
+    option(
+        "--max-tensor-rank",
+        "max_tensor_rank",
+        "most dimensions of an input tensor (400 above)",
+        type=int,
+        metavar="N",
+    )
+    option(
+        "--max-tensor-elements",
+        "max_tensor_elements",
+        "most elements of one input tensor, as declared and as sent (413 above)",
+        type=int,
+        metavar="N",
+    )
+    option(
+        "--max-request-elements",
+        "max_request_elements",
+        "most tensor elements of one request, all inputs together (413 above)",
+        type=int,
+        metavar="N",
+    )
+    option(
+        "--inline-parse-bytes",
+        "inline_parse_bytes",
+        "larger JSON bodies are parsed off the event loop, in slices",
+        type=int,
+        metavar="BYTES",
+    )
+    option(
+        "--max-image-bytes",
+        "max_image_bytes",
+        "largest picture file on /tasks (413 above)",
+        type=int,
+        metavar="BYTES",
+    )
+    option(
+        "--max-image-pixels",
+        "max_image_pixels",
+        "most pixels of a picture, from its header (413 above)",
+        type=int,
+        metavar="N",
+    )
+    option(
+        "--max-image-side",
+        "max_image_side",
+        "longest side of a picture in pixels (413 above)",
+        type=int,
+        metavar="N",
+    )
+    option(
+        "--max-image-aspect",
+        "max_image_aspect",
+        "longer side / shorter side of a picture (413 above)",
+        type=float,
+        metavar="RATIO",
+    )
+    option(
+        "--max-image-decode-bytes",
+        "max_image_decode_bytes",
+        "memory one picture's decode may take: pixels x bytes per pixel of its mode (413 above)",
+        type=int,
+        metavar="BYTES",
+    )
+    option(
+        "--image-decode-threads",
+        "image_decode_threads",
+        "pictures decoded at once",
+        type=int,
+        metavar="N",
+    )
+    option(
+        "--image-decode-queue",
+        "image_decode_queue",
+        "pictures waiting for a decode thread (429 above)",
+        type=int,
+        metavar="N",
+    )
     batching_defaults = BatchingOptions()
     for flag, field, help_text in _BATCHING_FLAGS:
-        parser.add_argument(flag, dest=f"batching.{field}", default=None, type=int,
-                            metavar="N", help=f"{help_text} (env {_env('batching__' + field)}, "
-                                              f"default {getattr(batching_defaults, field)})")
-    option("--log-level", "log_level", "log level",
-           choices=["critical", "error", "warning", "info", "debug"])
-    option("--log-format", "log_format", "text, or one JSON object per line",
-           choices=["text", "json"])
-    option("--poll-interval", "poll_interval", "seconds between repository scans (0: off)",
-           type=float, metavar="S")
-    option("--repository-config", "repository_config", "version policies, labels and "
-           "batching per model (default: <repository>/config.yaml)", metavar="FILE")
-    option("--shutdown-grace", "shutdown_grace", "seconds in-flight requests get to finish "
-           "after SIGTERM", type=float, metavar="S")
-    option("--warmup-max-bytes", "warmup_max_bytes", "largest TF Serving warm-up file a "
-           "version may ship (larger: the version fails to load)", type=int, metavar="BYTES")
-    option("--warmup-max-records", "warmup_max_records", "most records in a warm-up file "
-           "(more: the version fails to load)", type=int, metavar="N")
-    option("--api-token", "api_tokens", "bearer token for inference, metadata, task and "
-           "metrics routes; repeat for several (env: comma-separated; prefer a token file: "
-           "command lines are visible to other users)", action="append", metavar="TOKEN")
-    option("--admin-token", "admin_tokens", "bearer token for the model-control routes "
-           "(/v2/repository/*), which answer 403 without one; repeatable", action="append",
-           metavar="TOKEN")
-    option("--api-token-file", "api_token_file", "file with API tokens, one per line "
-           "(a mounted secret)", metavar="FILE")
-    option("--admin-token-file", "admin_token_file", "file with admin tokens, one per line",
-           metavar="FILE")
-    option("--cors-origin", "cors_origins", "origin allowed to call the API from a browser "
-           "(CORS); repeatable; none: no CORS headers", action="append", metavar="ORIGIN")
-    option("--max-header-bytes", "max_header_bytes", "largest request line + headers "
-           "accepted (431 above)", type=int, metavar="BYTES")
-    option("--max-headers", "max_headers", "most request headers accepted (431 above)",
-           type=int, metavar="N")
-    option("--header-timeout", "header_timeout", "seconds a client gets to send a request's "
-           "line and headers before the connection is closed", type=float, metavar="S")
-    option("--max-connections", "max_connections", "open connections per worker process "
-           "(503 and close above)", type=int, metavar="N")
-    parser.add_argument("--access-log", dest="access_log", action="store_const", const=True,
-                        default=None, help=f"log every request with uvicorn's access log (env "
-                                           f"{ACCESS_LOG_ENV}, default false: it costs time on "
-                                           "every request)")
+        parser.add_argument(
+            flag,
+            dest=f"batching.{field}",
+            default=None,
+            type=int,
+            metavar="N",
+            help=f"{help_text} (env {_env('batching__' + field)}, "
+            f"default {getattr(batching_defaults, field)})",
+        )
+    option(
+        "--log-level",
+        "log_level",
+        "log level",
+        choices=["critical", "error", "warning", "info", "debug"],
+    )
+    option(
+        "--log-format", "log_format", "text, or one JSON object per line", choices=["text", "json"]
+    )
+    option(
+        "--poll-interval",
+        "poll_interval",
+        "seconds between repository scans (0: off)",
+        type=float,
+        metavar="S",
+    )
+    option(
+        "--repository-config",
+        "repository_config",
+        "version policies, labels and batching per model (default: <repository>/config.yaml)",
+        metavar="FILE",
+    )
+    option(
+        "--shutdown-grace",
+        "shutdown_grace",
+        "seconds in-flight requests get to finish after SIGTERM",
+        type=float,
+        metavar="S",
+    )
+    option(
+        "--warmup-max-bytes",
+        "warmup_max_bytes",
+        "largest TF Serving warm-up file a version may ship (larger: the version fails to load)",
+        type=int,
+        metavar="BYTES",
+    )
+    option(
+        "--warmup-max-records",
+        "warmup_max_records",
+        "most records in a warm-up file (more: the version fails to load)",
+        type=int,
+        metavar="N",
+    )
+    option(
+        "--api-token",
+        "api_tokens",
+        "bearer token for inference, metadata, task and "
+        "metrics routes; repeat for several (env: comma-separated; prefer a token file: "
+        "command lines are visible to other users)",
+        action="append",
+        metavar="TOKEN",
+    )
+    option(
+        "--admin-token",
+        "admin_tokens",
+        "bearer token for the model-control routes "
+        "(/v2/repository/*), which answer 403 without one; repeatable",
+        action="append",
+        metavar="TOKEN",
+    )
+    option(
+        "--api-token-file",
+        "api_token_file",
+        "file with API tokens, one per line (a mounted secret)",
+        metavar="FILE",
+    )
+    option(
+        "--admin-token-file",
+        "admin_token_file",
+        "file with admin tokens, one per line",
+        metavar="FILE",
+    )
+    option(
+        "--cors-origin",
+        "cors_origins",
+        "origin allowed to call the API from a browser (CORS); repeatable; none: no CORS headers",
+        action="append",
+        metavar="ORIGIN",
+    )
+    option(
+        "--max-header-bytes",
+        "max_header_bytes",
+        "largest request line + headers accepted (431 above)",
+        type=int,
+        metavar="BYTES",
+    )
+    option(
+        "--max-headers",
+        "max_headers",
+        "most request headers accepted (431 above)",
+        type=int,
+        metavar="N",
+    )
+    option(
+        "--header-timeout",
+        "header_timeout",
+        "seconds a client gets to send a request's "
+        "line and headers before the connection is closed",
+        type=float,
+        metavar="S",
+    )
+    option(
+        "--max-connections",
+        "max_connections",
+        "open connections per worker process (503 and close above)",
+        type=int,
+        metavar="N",
+    )
+    parser.add_argument(
+        "--access-log",
+        dest="access_log",
+        action="store_const",
+        const=True,
+        default=None,
+        help=f"log every request with uvicorn's access log (env "
+        f"{ACCESS_LOG_ENV}, default false: it costs time on "
+        "every request)",
+    )
     return parser
 
 
@@ -152,8 +337,11 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     """Settings and the access-log switch: the environment, overridden by the command line."""
     arguments = vars(build_parser().parse_args(argv))
     access_log = arguments.pop("access_log")
-    batching = {key.split(".", 1)[1]: arguments.pop(key) for key in list(arguments)
-                if key.startswith("batching.")}
+    batching = {
+        key.split(".", 1)[1]: arguments.pop(key)
+        for key in list(arguments)
+        if key.startswith("batching.")
+    }
     batching = {key: value for key, value in batching.items() if value is not None}
     if batching:  # merged over KERASSERVE_BATCHING__* by pydantic-settings
         arguments["batching"] = batching
@@ -185,7 +373,8 @@ def _export(settings: Settings) -> None:
             os.environ[_env(key)] = _env_value(value)
     for field in dataclasses.fields(settings.batching):
         os.environ[_env("batching__" + field.name)] = _env_value(
-            getattr(settings.batching, field.name))
+            getattr(settings.batching, field.name)
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,12 +389,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_START_ERROR
     if not settings.model_repository.is_dir():
-        print(f"error: model repository {str(settings.model_repository)!r} is not a directory "
-              f"(set --model-repository or {_env('model_repository')})", file=sys.stderr)
+        print(
+            f"error: model repository {str(settings.model_repository)!r} is not a directory "
+            f"(set --model-repository or {_env('model_repository')})",
+            file=sys.stderr,
+        )
         return EXIT_START_ERROR
     if settings.grpc_port and not port_is_free(settings.host, settings.grpc_port):
-        print(f"error: cannot listen for gRPC on {settings.host}:{settings.grpc_port}: the "
-              f"port is in use (set --grpc-port, or 0 for no gRPC)", file=sys.stderr)
+        print(
+            f"error: cannot listen for gRPC on {settings.host}:{settings.grpc_port}: the "
+            f"port is in use (set --grpc-port, or 0 for no gRPC)",
+            file=sys.stderr,
+        )
         return EXIT_START_ERROR
     # Imported only now: TensorFlow takes seconds to import, option errors should not wait.
     import uvicorn
@@ -228,19 +423,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.workers == 1:
         # Not uvicorn.run: it re-raises SIGTERM after shutting down (exit 143); this drains
         # in-flight requests for the grace period and returns, and we exit 0.
-        serve_gracefully(app, host=settings.host, port=settings.port, log_level=log_level,
-                         grace_s=settings.shutdown_grace,
-                         json_logs=settings.log_format == "json", access_log=access_log,
-                         limits=limits_from(settings))
+        serve_gracefully(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            grace_s=settings.shutdown_grace,
+            json_logs=settings.log_format == "json",
+            access_log=access_log,
+            limits=limits_from(settings),
+        )
         if app.state.grpc.error is not None:  # logged when it happened
             return EXIT_START_ERROR
     else:
         _export(settings)
-        config = uvicorn.Config("app.main:create_app_from_environment",
-                                factory=True,
-                                host=settings.host, port=settings.port,
-                                workers=settings.workers, log_level=log_level,
-                                access_log=access_log)
+        config = uvicorn.Config(
+            "app.main:create_app_from_environment",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=log_level,
+            access_log=access_log,
+        )
         configure_http_limits(config, limits_from(settings))  # pickled into each worker
         from uvicorn.supervisors import Multiprocess
 

@@ -161,11 +161,17 @@ _QUEUED, _RUNNING, _DROPPED = 0, 1, 2
 class _Request:
     """One submitted request while it is queued or running."""
 
-    __slots__ = ("inputs", "rows", "nbytes", "key", "extent", "future", "loop", "enqueued",
-                 "state")
+    __slots__ = ("inputs", "rows", "nbytes", "key", "extent", "future", "loop", "enqueued", "state")
 
-    def __init__(self, inputs: Tensors, rows: int, key: Any, extent: tuple[int, ...],
-                 future: asyncio.Future[Tensors], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        inputs: Tensors,
+        rows: int,
+        key: Any,
+        extent: tuple[int, ...],
+        future: asyncio.Future[Tensors],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self.inputs = inputs
         self.rows = rows
         # Object (BYTES) arrays count their pointers only; the body limit bounds the rest.
@@ -196,8 +202,7 @@ def _variable_axes(shape: tuple[int | None, ...]) -> tuple[int, ...]:
     return tuple(axis for axis, size in enumerate(shape) if axis > 0 and size is None)
 
 
-def _padding_plan(servable: ServableLike, allow_padding: bool
-                  ) -> tuple[_PaddingPlan | None, bool]:
+def _padding_plan(servable: ServableLike, allow_padding: bool) -> tuple[_PaddingPlan | None, bool]:
     """Return (plan, mergeable) for the servable's signature and metadata.
 
     Padding is only done for a model that declares a `pad_value` in its metadata (padding is
@@ -212,8 +217,9 @@ def _padding_plan(servable: ServableLike, allow_padding: bool
     alone.
     """
     variable_inputs = {n: ax for n, s in servable.inputs.items() if (ax := _variable_axes(s.shape))}
-    variable_outputs = {n: ax for n, s in servable.outputs.items()
-                        if (ax := _variable_axes(s.shape))}
+    variable_outputs = {
+        n: ax for n, s in servable.outputs.items() if (ax := _variable_axes(s.shape))
+    }
     stride = servable.metadata.get("time_stride")
     input_axis_count = sum(len(ax) for ax in variable_inputs.values())
     derivable = bool(stride) and input_axis_count == 1
@@ -222,16 +228,22 @@ def _padding_plan(servable: ServableLike, allow_padding: bool
     pad_value = servable.metadata.get("pad_value")
     if not variable_inputs or pad_value is None or not allow_padding:
         return None, True
-    cuts = {name: tuple((axis, int(stride)) for axis in axes)  # type: ignore[arg-type]
-            for name, axes in variable_outputs.items()}
+    cuts = {
+        name: tuple((axis, int(stride)) for axis in axes)  # type: ignore[arg-type]
+        for name, axes in variable_outputs.items()
+    }
     return _PaddingPlan(variable_inputs, cuts, float(pad_value)), True
 
 
 class DynamicBatcher:
     """Merge concurrent `submit` calls for one servable into batched `predict` calls."""
 
-    def __init__(self, servable: ServableLike, options: BatchingOptions,
-                 observer: BatchObserver | None = None) -> None:
+    def __init__(
+        self,
+        servable: ServableLike,
+        options: BatchingOptions,
+        observer: BatchObserver | None = None,
+    ) -> None:
         self.servable = servable
         self.options = options
         self._observer = observer
@@ -254,8 +266,11 @@ class DynamicBatcher:
         self._cond = threading.Condition(lock)
         self._idle = threading.Condition(lock)
         self._threads = [
-            threading.Thread(target=self._worker, daemon=True,
-                             name=f"infer-{servable.name}-{servable.version}-{i}")
+            threading.Thread(
+                target=self._worker,
+                daemon=True,
+                name=f"infer-{servable.name}-{servable.version}-{i}",
+            )
             for i in range(options.inference_threads)
         ]
         for thread in self._threads:
@@ -268,8 +283,13 @@ class DynamicBatcher:
         """Rows waiting for an inference thread (running work is not counted)."""
         return self._queued_rows
 
-    async def submit(self, inputs: Tensors, *, timeout_s: float | None = None,
-                     client_gone: Callable[[], Awaitable[object]] | None = None) -> Tensors:
+    async def submit(
+        self,
+        inputs: Tensors,
+        *,
+        timeout_s: float | None = None,
+        client_gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> Tensors:
         """Queue one request (any number of rows) and return its own outputs.
 
         Raises `QueueFull` at once when the queue bound would be exceeded, `DeadlineExceeded`
@@ -279,8 +299,10 @@ class DynamicBatcher:
         """
         if self._closing:
             self._reject("closing")
-            raise Unavailable(f"model '{self.servable.name}' version {self.servable.version} "
-                              "is unloading or the server is shutting down")
+            raise Unavailable(
+                f"model '{self.servable.name}' version {self.servable.version} "
+                "is unloading or the server is shutting down"
+            )
         rows, key, extent = self._describe(inputs)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Tensors] = loop.create_future()
@@ -290,8 +312,10 @@ class DynamicBatcher:
             queued, queued_bytes = self._queued_rows, self._queued_bytes
             # Behind at least a batch's worth of rows, it waits for more than the next batch.
             behind = queued >= self._max_rows
-            if queued and (queued + rows > options.max_queued_rows
-                           or queued_bytes + request.nbytes > options.max_queued_bytes):
+            if queued and (
+                queued + rows > options.max_queued_rows
+                or queued_bytes + request.nbytes > options.max_queued_bytes
+            ):
                 full = True
             else:
                 full = False
@@ -313,7 +337,9 @@ class DynamicBatcher:
         # steady state up to `max_batch_size` rows queued) or at once (idle) need not pay.
         watcher: asyncio.Future[object] | None = (
             asyncio.ensure_future(client_gone(), loop=loop)
-            if client_gone is not None and behind else None)
+            if client_gone is not None and behind
+            else None
+        )
         if watcher is not None:
             watcher.add_done_callback(lambda task: self._on_client_gone(request, task))
         try:
@@ -355,10 +381,12 @@ class DynamicBatcher:
         if not request.future.done():
             self._reject("deadline")
             where = "in the queue" if dropped else "while running"
-            request.future.set_exception(DeadlineExceeded(
-                f"model '{self.servable.name}' did not answer within "
-                f"{limit_s:g} s (timed out {where})"
-            ))
+            request.future.set_exception(
+                DeadlineExceeded(
+                    f"model '{self.servable.name}' did not answer within "
+                    f"{limit_s:g} s (timed out {where})"
+                )
+            )
 
     def _on_client_gone(self, request: _Request, watcher: asyncio.Future[object]) -> None:
         """The `client_gone` watcher ended (event loop); cancelled means the request ended."""
@@ -372,8 +400,11 @@ class DynamicBatcher:
             return
         if self._drop(request):
             self._reject("client_gone")
-        request.future.set_exception(ClientClosedRequest(
-            f"the client of a request to model '{self.servable.name}' went away"))
+        request.future.set_exception(
+            ClientClosedRequest(
+                f"the client of a request to model '{self.servable.name}' went away"
+            )
+        )
 
     def _drop(self, request: _Request) -> bool:
         """Take a queued request out of the count; the worker skips it. True if it was queued."""
@@ -409,8 +440,11 @@ class DynamicBatcher:
             self._cond.notify_all()
         for request in leftovers:
             if not request.future.done():
-                request.future.set_exception(Unavailable(
-                    f"model '{self.servable.name}' shut down before this request could run"))
+                request.future.set_exception(
+                    Unavailable(
+                        f"model '{self.servable.name}' shut down before this request could run"
+                    )
+                )
         await loop.run_in_executor(None, self._join_threads, max(drain_timeout_s, 1.0))
 
     def _wait_idle(self, timeout_s: float) -> None:
@@ -419,8 +453,12 @@ class DynamicBatcher:
             while self._queued_rows or self._in_flight:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    log.warning("model '%s': drain timed out with %d rows queued, %d running",
-                                self.servable.name, self._queued_rows, self._in_flight)
+                    log.warning(
+                        "model '%s': drain timed out with %d rows queued, %d running",
+                        self.servable.name,
+                        self._queued_rows,
+                        self._in_flight,
+                    )
                     return
                 self._idle.wait(remaining)
 
@@ -559,19 +597,28 @@ class DynamicBatcher:
                 outcomes = [(batch[0], self._predict_rows(batch[0]))]
             else:
                 merged = self._merge(batch)
-                outcomes = list(zip(batch, self._split(batch, self.servable.predict(merged)),
-                                    strict=True))
+                outcomes = list(
+                    zip(batch, self._split(batch, self.servable.predict(merged)), strict=True)
+                )
         except Exception as exc:  # handed to the requests, never lost
             if len(batch) == 1:
                 outcomes = [(batch[0], exc)]
             else:
-                log.info("model '%s': merged call of %d requests failed (%s); running them "
-                         "one by one", self.servable.name, len(batch), exc)
+                log.info(
+                    "model '%s': merged call of %d requests failed (%s); running them one by one",
+                    self.servable.name,
+                    len(batch),
+                    exc,
+                )
                 outcomes = [(request, self._run_alone(request)) for request in batch]
         finished = time.monotonic()
         if self._observer is not None:
-            self._observer.on_batch(sum(r.rows for r in batch), len(batch),
-                                    started - batch[0].enqueued, finished - started)
+            self._observer.on_batch(
+                sum(r.rows for r in batch),
+                len(batch),
+                started - batch[0].enqueued,
+                finished - started,
+            )
         return outcomes
 
     @staticmethod
@@ -596,9 +643,12 @@ class DynamicBatcher:
         step = self.options.max_rows_per_call
         if request.rows <= step or not self._mergeable:
             return self.servable.predict(request.inputs)
-        parts = [self.servable.predict({name: array[start:start + step]
-                                        for name, array in request.inputs.items()})
-                 for start in range(0, request.rows, step)]
+        parts = [
+            self.servable.predict(
+                {name: array[start : start + step] for name, array in request.inputs.items()}
+            )
+            for start in range(0, request.rows, step)
+        ]
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def _merge(self, batch: list[_Request]) -> Tensors:
@@ -618,7 +668,8 @@ class DynamicBatcher:
             start = 0
             for part in parts:
                 index = (slice(start, start + part.shape[0]),) + tuple(
-                    slice(0, size) for size in part.shape[1:])
+                    slice(0, size) for size in part.shape[1:]
+                )
                 out[index] = part
                 start += part.shape[0]
             merged[name] = out

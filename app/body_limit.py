@@ -27,8 +27,11 @@ class BodySizeLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            response = json_response({"error": self._too_large(int(declared))}, status_code=413,
-                                     headers={"Connection": "close"})
+            response = json_response(
+                {"error": self._too_large(int(declared))},
+                status_code=413,
+                headers={"Connection": "close"},
+            )
             await response(scope, receive, send)
             return
         received = 0

@@ -61,8 +61,13 @@ class ModelMetadata:
 class DataPlane:
     """Transport-independent service operations over one `ModelRegistry`."""
 
-    def __init__(self, registry: ModelRegistry, device_report: DeviceReport | None,
-                 extensions: tuple[str, ...] = (), limits: TensorLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        device_report: DeviceReport | None,
+        extensions: tuple[str, ...] = (),
+        limits: TensorLimits = DEFAULT_LIMITS,
+    ) -> None:
         self.registry = registry
         self.limits = limits  # tensor rank and sizes, shared by every transport
         self.device_report = device_report
@@ -91,34 +96,47 @@ class DataPlane:
 
     def model_status(self, name: str, version: int | None = None) -> list[VersionStatus]:
         """Every known version of `name` (or just `version`): `NotFound` if unknown."""
-        entries = ([self.registry.get_version(name, version)] if version is not None
-                   else self.registry.versions(name))
+        entries = (
+            [self.registry.get_version(name, version)]
+            if version is not None
+            else self.registry.versions(name)
+        )
         return [VersionStatus(e.version, e.state, e.error) for e in entries]
 
     def model_ready(self, name: str, version: int | None = None) -> bool:
         """False while loading or after a failure; `NotFound` for unknown names/versions."""
         if version is not None:
             return self.registry.get_version(name, version).ready and not self.shutting_down
-        return (any(e.ready for e in self.registry.versions(name))
-                and not self.shutting_down)
+        return any(e.ready for e in self.registry.versions(name)) and not self.shutting_down
 
-    def model_metadata(self, name: str, version: int | None = None,
-                       label: str | None = None) -> ModelMetadata:
+    def model_metadata(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> ModelMetadata:
         entry = self.registry.resolve(name, version, label)
         servable = _loaded(entry.servable, name, entry.version)
         return ModelMetadata(
-            name=name, version=entry.version,
+            name=name,
+            version=entry.version,
             versions=[e.version for e in self.registry.versions(name) if e.ready],
-            platform=PLATFORM, inputs=servable.inputs, outputs=servable.outputs,
+            platform=PLATFORM,
+            inputs=servable.inputs,
+            outputs=servable.outputs,
             metadata=servable.metadata,
         )
 
     # ---- inference ------------------------------------------------------------------------
 
-    async def infer(self, name: str, inputs: dict[str, np.ndarray], version: int | None = None,
-                    label: str | None = None, *, outputs: Collection[str] | None = None,
-                    timeout_s: float | None = None,
-                    client_gone: Callable[[], Awaitable[object]] | None = None) -> InferResult:
+    async def infer(
+        self,
+        name: str,
+        inputs: dict[str, np.ndarray],
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        outputs: Collection[str] | None = None,
+        timeout_s: float | None = None,
+        client_gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> InferResult:
         """Validate `inputs` against the version's signature and run them through its runner.
 
         `outputs`: output names the caller will read; unknown ones are refused before anything
@@ -136,16 +154,17 @@ class DataPlane:
             if outputs is not None:
                 check_outputs(servable, outputs)
             checked = validate_inputs(
-                servable, inputs,
-                max_variable_dim=self.registry.batching_for(name).max_variable_dim)
+                servable, inputs, max_variable_dim=self.registry.batching_for(name).max_variable_dim
+            )
             runner = entry.runner
             if runner is None:
                 raise Unavailable(f"model {name!r} version {entry.version} is unloading")
             if timeout_s is None and client_gone is None:
                 computed = await runner.submit(checked)
             else:
-                computed = await runner.submit(checked, timeout_s=timeout_s,
-                                               client_gone=client_gone)
+                computed = await runner.submit(
+                    checked, timeout_s=timeout_s, client_gone=client_gone
+                )
         return InferResult(model_name=name, model_version=entry.version, outputs=computed)
 
 
@@ -155,14 +174,15 @@ def _loaded(servable: Servable | None, name: str, version: int) -> Servable:
     return servable
 
 
-def name_the_only_input(servable: Servable,
-                        inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def name_the_only_input(servable: Servable, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Give an `UNNAMED_INPUT` the name of the model's only input (TF Serving's unnamed row and
     column formats); a model with several inputs needs them named."""
     names = list(servable.inputs)
     if len(names) != 1 or len(inputs) != 1:
-        raise InvalidInput(f"model {servable.name!r} has inputs {names}: each value must be an "
-                           "object that names them")
+        raise InvalidInput(
+            f"model {servable.name!r} has inputs {names}: each value must be an "
+            "object that names them"
+        )
     return {names[0]: inputs[UNNAMED_INPUT]}
 
 
@@ -170,14 +190,17 @@ def check_outputs(servable: Servable, names: Collection[str]) -> None:
     """Requested outputs must be outputs of the model (and so at most as many)."""
     unknown = [n for n in names if n not in servable.outputs]
     if unknown:
-        raise InvalidInput(f"unknown output {str(unknown[0])[:80]!r}; model {servable.name!r} "
-                           f"has outputs {sorted(servable.outputs)}")
+        raise InvalidInput(
+            f"unknown output {str(unknown[0])[:80]!r}; model {servable.name!r} "
+            f"has outputs {sorted(servable.outputs)}"
+        )
     if len(set(names)) != len(names):
         raise InvalidInput("an output is requested more than once")
 
 
-def validate_inputs(servable: Servable, inputs: dict[str, np.ndarray],
-                    max_variable_dim: int | None = None) -> dict[str, np.ndarray]:
+def validate_inputs(
+    servable: Servable, inputs: dict[str, np.ndarray], max_variable_dim: int | None = None
+) -> dict[str, np.ndarray]:
     """Check names, dtypes and shapes against the signature; cast to the signature's dtypes.
 
     Numbers are cast when numpy calls it a same-kind cast (ints to floats: JSON has no float32;
@@ -195,10 +218,13 @@ def validate_inputs(servable: Servable, inputs: dict[str, np.ndarray],
         array = inputs[key]
         target = _cast_to(array, spec, model)  # dtype errors first, before any copy
         if array.ndim != len(spec.shape) or any(
-                want is not None and want != got for want, got in zip(spec.shape, array.shape,
-                                                                       strict=False)):
-            raise InvalidInput(f"{model} input {key!r} expects shape {spec.shape_with_minus_one}, "
-                               f"got {list(array.shape)}")
+            want is not None and want != got
+            for want, got in zip(spec.shape, array.shape, strict=False)
+        ):
+            raise InvalidInput(
+                f"{model} input {key!r} expects shape {spec.shape_with_minus_one}, "
+                f"got {list(array.shape)}"
+            )
         if max_variable_dim is not None:
             check_variable_dims(key, spec.shape, array.shape, max_variable_dim)
         if target is not None:
@@ -207,8 +233,10 @@ def validate_inputs(servable: Servable, inputs: dict[str, np.ndarray],
             if array.shape[0] == 0:
                 raise InvalidInput(f"{model} input {key!r} has an empty batch (0 rows)")
             if batch is not None and array.shape[0] != batch:
-                raise InvalidInput(f"{model} inputs disagree on the batch size: "
-                                   f"{key!r} has {array.shape[0]} rows, others {batch}")
+                raise InvalidInput(
+                    f"{model} inputs disagree on the batch size: "
+                    f"{key!r} has {array.shape[0]} rows, others {batch}"
+                )
             batch = array.shape[0]
         checked[key] = array
     return checked
@@ -223,10 +251,13 @@ def _cast_to(array: np.ndarray, spec: TensorSpec, model: str) -> np.dtype | None
         return None
     elif array.dtype.kind in "biuf" and np.can_cast(array.dtype, spec.dtype, "same_kind"):
         return spec.dtype
-    raise InvalidInput(f"{model} input {spec.name!r} expects dtype {spec.tf_dtype}, "
-                       f"got {_dtype_words(array.dtype)}")
+    raise InvalidInput(
+        f"{model} input {spec.name!r} expects dtype {spec.tf_dtype}, "
+        f"got {_dtype_words(array.dtype)}"
+    )
 
 
 def _dtype_words(dtype: np.dtype) -> str:
     return {"S": "bytes", "U": "string", "O": "objects (strings, bytes or mixed values)"}.get(
-        dtype.kind, dtype.name)
+        dtype.kind, dtype.name
+    )

@@ -95,14 +95,19 @@ def configure_devices(options: DeviceOptions, initialize: bool = True) -> Device
                 if options.gpu_memory_limit_mb is not None:
                     tf.config.set_logical_device_configuration(
                         gpu,
-                        [tf.config.LogicalDeviceConfiguration(
-                            memory_limit=options.gpu_memory_limit_mb)],
+                        [
+                            tf.config.LogicalDeviceConfiguration(
+                                memory_limit=options.gpu_memory_limit_mb
+                            )
+                        ],
                     )
                 elif options.gpu_memory_growth:
                     tf.config.experimental.set_memory_growth(gpu, True)
             if options.gpu_memory_limit_mb is not None and options.gpu_memory_growth and gpus:
-                notes.append("memory growth is ignored when a memory limit is set "
-                             "(TensorFlow allows one or the other per GPU)")
+                notes.append(
+                    "memory growth is ignored when a memory limit is set "
+                    "(TensorFlow allows one or the other per GPU)"
+                )
         if options.logical_cpu_devices > 1:
             cpu = tf.config.list_physical_devices("CPU")[0]
             tf.config.set_logical_device_configuration(
@@ -125,10 +130,10 @@ def configure_devices(options: DeviceOptions, initialize: bool = True) -> Device
         mode=mode,
         physical_gpus=[d.name for d in gpus],
         visible_devices=[d.name for d in tf.config.get_visible_devices()],
-        logical_devices=([d.name for d in tf.config.list_logical_devices()]
-                         if initialize else []),
-        gpu_memory_growth={gpu.name: bool(tf.config.experimental.get_memory_growth(gpu))
-                           for gpu in visible_gpus},
+        logical_devices=([d.name for d in tf.config.list_logical_devices()] if initialize else []),
+        gpu_memory_growth={
+            gpu.name: bool(tf.config.experimental.get_memory_growth(gpu)) for gpu in visible_gpus
+        },
         gpu_memory_limit_mb={gpu.name: _memory_limit_mb(tf, gpu) for gpu in visible_gpus},
         log_device_placement=options.log_device_placement,
         intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),

@@ -52,8 +52,9 @@ class GracefulServer(uvicorn.Server):
     async def serve(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
         # Not part of shutdown, but this is where the single-worker server's loop starts.
-        freezer = self._loop.create_task(freeze_heap_after_initial_load(self._app.state.registry),
-                                         name="freeze-heap")
+        freezer = self._loop.create_task(
+            freeze_heap_after_initial_load(self._app.state.registry), name="freeze-heap"
+        )
         try:
             await super().serve(sockets)
         finally:
@@ -69,15 +70,20 @@ class GracefulServer(uvicorn.Server):
         self._loop.call_soon_threadsafe(self._start_drain, sig)
 
     def _start_drain(self, sig: int) -> None:
-        self._drain_task = asyncio.get_running_loop().create_task(self._drain(sig),
-                                                                  name="graceful-drain")
+        self._drain_task = asyncio.get_running_loop().create_task(
+            self._drain(sig), name="graceful-drain"
+        )
 
     async def _drain(self, sig: int) -> None:
         started = time.monotonic()
         state = self._app.state
         state.dataplane.shutting_down = True
-        log.info("signal %d: not ready any more, draining in-flight requests for up to %.1f s",
-                 sig, self._grace_s, extra={"event": "shutdown_started"})
+        log.info(
+            "signal %d: not ready any more, draining in-flight requests for up to %.1f s",
+            sig,
+            self._grace_s,
+            extra={"event": "shutdown_started"},
+        )
         deadline = started + self._grace_s
         while in_flight_inference(self._app) and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)
@@ -86,21 +92,32 @@ class GracefulServer(uvicorn.Server):
             log.warning("grace period over with %d requests still in flight", left)
         remaining = max(deadline - time.monotonic(), 1.0)
         self.config.timeout_graceful_shutdown = int(remaining + 0.999)
-        log.info("drained in %.2f s; stopping", time.monotonic() - started,
-                 extra={"event": "shutdown_drained"})
+        log.info(
+            "drained in %.2f s; stopping",
+            time.monotonic() - started,
+            extra={"event": "shutdown_drained"},
+        )
         self.should_exit = True
 
 
 def in_flight_inference(app: FastAPI) -> int:
     """Requests holding a model version right now (the registry's leases)."""
     registry = app.state.registry
-    return sum(entry.in_flight for name in registry.model_names()
-               for entry in registry.versions(name))
+    return sum(
+        entry.in_flight for name in registry.model_names() for entry in registry.versions(name)
+    )
 
 
-def serve_gracefully(app: FastAPI, host: str, port: int, log_level: str, grace_s: float,
-                     json_logs: bool = False, access_log: bool = False,
-                     limits: HttpLimits | None = None) -> None:
+def serve_gracefully(
+    app: FastAPI,
+    host: str,
+    port: int,
+    log_level: str,
+    grace_s: float,
+    json_logs: bool = False,
+    access_log: bool = False,
+    limits: HttpLimits | None = None,
+) -> None:
     """Serve `app` until SIGTERM/SIGINT, drain it, and return (the caller exits 0).
 
     uvicorn's access log is off by default (`access_log`): a log line per request is a cost on
@@ -108,7 +125,10 @@ def serve_gracefully(app: FastAPI, host: str, port: int, log_level: str, grace_s
     HTTP is uvicorn's httptools protocol with the header and connection `limits`.
     """
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level,
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
         # JSON logs: uvicorn's loggers go through the root handler and its JSON formatter; the
         # observability middleware's request line replaces uvicorn's access log.
         log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
@@ -131,8 +151,11 @@ def exit_if_loads_running(app: FastAPI) -> None:
     running = app.state.registry.loads_running()
     if not running:
         return
-    log.warning("exiting with %d model load(s) still running (they are abandoned)", running,
-                extra={"event": "shutdown_abandons_loads"})
+    log.warning(
+        "exiting with %d model load(s) still running (they are abandoned)",
+        running,
+        extra={"event": "shutdown_abandons_loads"},
+    )
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

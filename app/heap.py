@@ -28,8 +28,11 @@ async def freeze_heap_after_initial_load(registry: Any) -> None:
     started = time.perf_counter()
     gc.collect()
     gc.freeze()
-    log.info("froze %d objects out of the garbage collector's view in %.0f ms",
-             gc.get_freeze_count(), (time.perf_counter() - started) * 1000)
+    log.info(
+        "froze %d objects out of the garbage collector's view in %.0f ms",
+        gc.get_freeze_count(),
+        (time.perf_counter() - started) * 1000,
+    )
 
 
 def release_freed_memory() -> None:

@@ -48,8 +48,9 @@ log = logging.getLogger(__name__)
 KSERVE_EXTENSIONS = ("binary_tensor_data", "model_repository")
 
 
-def create_app(settings: Settings | None = None,
-               device_report: DeviceReport | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, device_report: DeviceReport | None = None
+) -> FastAPI:
     """Build the service for `settings` (default: from `KERASSERVE_*` variables).
 
     Device options are applied here, before anything loads a model; pass `device_report` when
@@ -60,28 +61,38 @@ def create_app(settings: Settings | None = None,
     configure_logging(settings.log_level)
     use_log_format(settings.log_format)
     token_guard = settings.token_guard()  # token files read once, before anything loads
-    log.info("access: API routes %s; model control %s",
-             "need a token" if token_guard.api_required else "open (no API token configured)",
-             "needs an admin token" if token_guard.admin_enabled
-             else "off (no admin token configured)")
+    log.info(
+        "access: API routes %s; model control %s",
+        "need a token" if token_guard.api_required else "open (no API token configured)",
+        "needs an admin token" if token_guard.admin_enabled else "off (no admin token configured)",
+    )
     report = device_report or configure_devices(settings.device_options())
     service_metrics = ServiceMetrics()
 
     def runner_with_metrics(servable: Servable, options: BatchingOptions) -> Runner:
-        return build_runner(servable, options,
-                            service_metrics.batch_observer(servable.name, servable.version))
+        return build_runner(
+            servable, options, service_metrics.batch_observer(servable.name, servable.version)
+        )
 
-    registry = ModelRegistry(settings.model_repository, settings.batching,
-                             runner_factory=runner_with_metrics,
-                             warmup_limits=WarmupLimits(settings.warmup_max_bytes,
-                                                        settings.warmup_max_records))
-    dataplane = DataPlane(registry, report, extensions=KSERVE_EXTENSIONS,
-                          limits=settings.tensor_limits())
-    reloader = RepositoryReloader(registry, settings.repository_config_path(),
-                                  settings.poll_interval, settings.drain_timeout_s,
-                                  service_metrics)
-    service_metrics.state.watch(reloader.version_snapshots,
-                                gpu_memory_in_use if report.mode == "gpu" else None)
+    registry = ModelRegistry(
+        settings.model_repository,
+        settings.batching,
+        runner_factory=runner_with_metrics,
+        warmup_limits=WarmupLimits(settings.warmup_max_bytes, settings.warmup_max_records),
+    )
+    dataplane = DataPlane(
+        registry, report, extensions=KSERVE_EXTENSIONS, limits=settings.tensor_limits()
+    )
+    reloader = RepositoryReloader(
+        registry,
+        settings.repository_config_path(),
+        settings.poll_interval,
+        settings.drain_timeout_s,
+        service_metrics,
+    )
+    service_metrics.state.watch(
+        reloader.version_snapshots, gpu_memory_in_use if report.mode == "gpu" else None
+    )
 
     # The gRPC front end on the same data plane (started in the background: see its module).
     grpc_front = GrpcLifecycle(settings, dataplane, token_guard, service_metrics, reloader)
@@ -101,33 +112,45 @@ def create_app(settings: Settings | None = None,
                 await loading
             await registry.close(settings.drain_timeout_s)
 
-    app = FastAPI(title="kerasserve", version=SERVER_VERSION, lifespan=lifespan,
-                  description="Keras/TensorFlow SavedModels over the TensorFlow Serving REST "
-                              "API, the KServe v2 protocol and task endpoints.")
+    app = FastAPI(
+        title="kerasserve",
+        version=SERVER_VERSION,
+        lifespan=lifespan,
+        description="Keras/TensorFlow SavedModels over the TensorFlow Serving REST "
+        "API, the KServe v2 protocol and task endpoints.",
+    )
     app.state.settings = settings
     app.state.dataplane = dataplane
     app.state.registry = registry
     app.state.reloader = reloader
     app.state.metrics = service_metrics
-    app.state.decode_pool = DecodePool(settings.image_limits(), settings.image_decode_threads,
-                                       settings.image_decode_queue)
+    app.state.decode_pool = DecodePool(
+        settings.image_limits(), settings.image_decode_threads, settings.image_decode_queue
+    )
     app.state.token_guard = token_guard
     app.state.grpc = grpc_front
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     # Tokens before anything reads a body; inside the observer, so 401/403 are counted.
     app.add_middleware(AccessMiddleware, guard=token_guard, cors_origins=settings.cors_origins)
-    app.add_middleware(RequestObserver, metrics=service_metrics,  # outermost: sees everything
-                       is_known_model=lambda name: name in registry.model_names())
+    app.add_middleware(
+        RequestObserver,
+        metrics=service_metrics,  # outermost: sees everything
+        is_known_model=lambda name: name in registry.model_names(),
+    )
     install_error_handlers(app)
-    for router in (tfserving.build_router(), kserve_v2.build_router(),
-                   repository_control.build_router(), metrics.build_router(),
-                   tasks.build_router(), training_info.build_router()):
+    for router in (
+        tfserving.build_router(),
+        kserve_v2.build_router(),
+        repository_control.build_router(),
+        metrics.build_router(),
+        tasks.build_router(),
+        training_info.build_router(),
+    ):
         app.include_router(router)
     web.install(app)  # GET / and /web/...: the playground and dashboard page
     hoist_inference_routes(app)
     document_bearer_tokens(app)
-    log.info("%s %s: model repository %s", SERVER_NAME, SERVER_VERSION,
-             settings.model_repository)
+    log.info("%s %s: model repository %s", SERVER_NAME, SERVER_VERSION, settings.model_repository)
     return app
 
 
@@ -141,8 +164,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServingError)
     async def serving_error(_: Request, exc: ServingError) -> Response:
-        return json_response({"error": exc.message}, status_code=exc.status_code,
-                             headers=exc.headers)
+        return json_response(
+            {"error": exc.message}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(ClientDisconnect)
     async def client_disconnected(_: Request, exc: ClientDisconnect) -> Response:
@@ -153,13 +177,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', '')}"
-            for error in exc.errors())
+            for error in exc.errors()
+        )
         return json_response({"error": f"invalid request: {problems}"}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return json_response({"error": str(exc.detail)}, status_code=exc.status_code,
-                             headers=getattr(exc, "headers", None))
+        return json_response(
+            {"error": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -24,8 +24,23 @@ from prometheus_client.registry import Collector
 
 PREFIX = "kerasserve"
 # Seconds: from 0.5 ms (one small CPU call) to 30 s (the default request timeout).
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                   2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 LOAD_TIME_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -41,40 +56,72 @@ class ServiceMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            f"{PREFIX}_requests", "HTTP requests by model, version, protocol and status code",
-            ["model", "version", "protocol", "code"], registry=r)
+            f"{PREFIX}_requests",
+            "HTTP requests by model, version, protocol and status code",
+            ["model", "version", "protocol", "code"],
+            registry=r,
+        )
         self.request_latency = Histogram(
             f"{PREFIX}_request_duration_seconds",
             "Total time from request start to the last response byte, by model and protocol",
-            ["model", "protocol"], buckets=LATENCY_BUCKETS, registry=r)
+            ["model", "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_time = Histogram(
             f"{PREFIX}_queue_duration_seconds",
             "Time the oldest request of a batch waited in the batcher's queue",
-            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.compute_time = Histogram(
-            f"{PREFIX}_compute_duration_seconds", "Time of one servable call (one batch)",
-            ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+            f"{PREFIX}_compute_duration_seconds",
+            "Time of one servable call (one batch)",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
-            f"{PREFIX}_batch_size_rows", "Rows per servable call", ["model", "version"],
-            buckets=BATCH_SIZE_BUCKETS, registry=r)
+            f"{PREFIX}_batch_size_rows",
+            "Rows per servable call",
+            ["model", "version"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
         self.rejected = Counter(
-            f"{PREFIX}_batcher_rejected", "Requests failed by the batcher without running",
-            ["model", "version", "reason"], registry=r)
+            f"{PREFIX}_batcher_rejected",
+            "Requests failed by the batcher without running",
+            ["model", "version", "reason"],
+            registry=r,
+        )
         self.load_time = Histogram(
             f"{PREFIX}_model_load_duration_seconds",
-            "Time to load and warm up one model version", ["model"],
-            buckets=LOAD_TIME_BUCKETS, registry=r)
+            "Time to load and warm up one model version",
+            ["model"],
+            buckets=LOAD_TIME_BUCKETS,
+            registry=r,
+        )
         self.load_failures = Counter(
-            f"{PREFIX}_model_load_failures", "Model versions that failed to load", ["model"],
-            registry=r)
+            f"{PREFIX}_model_load_failures",
+            "Model versions that failed to load",
+            ["model"],
+            registry=r,
+        )
         self.config_reloads = Counter(
             f"{PREFIX}_repository_config_reloads",
-            "Repository config file reads, by result (ok or error)", ["result"], registry=r)
+            "Repository config file reads, by result (ok or error)",
+            ["result"],
+            registry=r,
+        )
         self.repository_errors = Counter(
             f"{PREFIX}_repository_errors",
             "Repository faults as they appear (unreadable_entry, invalid_entry, scan_failed, "
             "config_invalid, config_missing, model_pass_failed, pass_failed, "
-            "version_folder_removed)", ["kind"], registry=r)
+            "version_folder_removed)",
+            ["kind"],
+            registry=r,
+        )
         self.state = StateCollector()
         r.register(self.state)
         # (model, version, protocol, code) -> bound children: skips labels() on the hot path.
@@ -84,14 +131,17 @@ class ServiceMetrics:
         """An observer for one version's `DynamicBatcher` (label children bound once)."""
         return BatchMetrics(self, model, str(version))
 
-    def observe_request(self, model: str, version: str, protocol: str, code: int,
-                        seconds: float) -> None:
+    def observe_request(
+        self, model: str, version: str, protocol: str, code: int, seconds: float
+    ) -> None:
         """One finished HTTP request: a counter increment and a histogram observation."""
         key = (model, version, protocol, code)
         children = self._request_children.get(key)
         if children is None:
-            children = (self.requests.labels(model, version, protocol, str(code)),
-                        self.request_latency.labels(model, protocol))
+            children = (
+                self.requests.labels(model, version, protocol, str(code)),
+                self.request_latency.labels(model, protocol),
+            )
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
@@ -130,8 +180,11 @@ class StateCollector(Collector):
         self._gpu_memory: Callable[[], dict[str, int]] = dict
         self._problems: Callable[[], dict[str, int]] = dict
 
-    def watch(self, versions: Callable[[], Iterable[VersionSnapshot]],
-              gpu_memory: Callable[[], dict[str, int]] | None = None) -> None:
+    def watch(
+        self,
+        versions: Callable[[], Iterable[VersionSnapshot]],
+        gpu_memory: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
         """Where to read the registry's versions and (when a GPU is present) GPU memory."""
         self._versions = versions
         if gpu_memory is not None:
@@ -145,12 +198,16 @@ class StateCollector(Collector):
         return []  # dynamic: nothing to check for name clashes at registration
 
     def collect(self) -> Iterator[Metric]:
-        loaded = GaugeMetricFamily(f"{PREFIX}_model_versions",
-                                   "Known model versions by state (AVAILABLE: serving)",
-                                   labels=["model", "state"])
-        queue = GaugeMetricFamily(f"{PREFIX}_queue_depth_rows",
-                                  "Rows waiting in a version's batcher queue",
-                                  labels=["model", "version"])
+        loaded = GaugeMetricFamily(
+            f"{PREFIX}_model_versions",
+            "Known model versions by state (AVAILABLE: serving)",
+            labels=["model", "state"],
+        )
+        queue = GaugeMetricFamily(
+            f"{PREFIX}_queue_depth_rows",
+            "Rows waiting in a version's batcher queue",
+            labels=["model", "version"],
+        )
         counts: dict[tuple[str, str], int] = {}
         for model, version, state, queued in self._versions():
             counts[(model, state)] = counts.get((model, state), 0) + 1
@@ -160,19 +217,24 @@ class StateCollector(Collector):
             loaded.add_metric([model, state], count)
         yield loaded
         yield queue
-        memory = GaugeMetricFamily(f"{PREFIX}_process_resident_memory_bytes",
-                                   "Resident memory of the server process")
+        memory = GaugeMetricFamily(
+            f"{PREFIX}_process_resident_memory_bytes", "Resident memory of the server process"
+        )
         memory.add_metric([], resident_memory_bytes())
         yield memory
-        gpu = GaugeMetricFamily(f"{PREFIX}_gpu_memory_in_use_bytes",
-                                "GPU memory allocated by TensorFlow, per device",
-                                labels=["device"])
+        gpu = GaugeMetricFamily(
+            f"{PREFIX}_gpu_memory_in_use_bytes",
+            "GPU memory allocated by TensorFlow, per device",
+            labels=["device"],
+        )
         for device, used in self._gpu_memory().items():
             gpu.add_metric([device], used)
         yield gpu
-        problems = GaugeMetricFamily(f"{PREFIX}_repository_problems",
-                                     "Repository faults present now, by kind",
-                                     labels=["kind"])
+        problems = GaugeMetricFamily(
+            f"{PREFIX}_repository_problems",
+            "Repository faults present now, by kind",
+            labels=["kind"],
+        )
         for kind, count in sorted(self._problems().items()):
             problems.add_metric([kind], count)
         yield problems

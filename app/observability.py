@@ -36,13 +36,17 @@ REQUEST_ID_HEADER = b"x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 SERVED_VERSION_KEY = "kerasserve.version"
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "request_id", default=None)
+    "request_id", default=None
+)
 request_log = logging.getLogger("app.requests")
 _random_bits = random.Random().getrandbits  # seeded from os.urandom once, at import
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message", "asctime", "taskName"}
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -108,8 +112,12 @@ def _protocol(path: str) -> str:
 class RequestObserver:
     """Pure ASGI middleware: request id, request metrics, in-flight count, request log."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics | None = None,
-                 is_known_model: Callable[[str], bool] = lambda name: False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ServiceMetrics | None = None,
+        is_known_model: Callable[[str], bool] = lambda name: False,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.is_known_model = is_known_model
@@ -128,8 +136,10 @@ class RequestObserver:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()),
-                                      (REQUEST_ID_HEADER, header_value)]
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (REQUEST_ID_HEADER, header_value),
+                ]
             await send(message)
 
         try:
@@ -154,11 +164,22 @@ class RequestObserver:
             self.metrics.observe_request(model, version, protocol, status, seconds)
         if request_log.isEnabledFor(logging.DEBUG):
             request_log.debug(
-                "%s %s %d %.1f ms", scope["method"], path, status, seconds * 1000,
-                extra={"event": "request", "method": scope["method"], "path": path,
-                       "model": model or None, "version": version or None,
-                       "protocol": protocol, "status": status,
-                       "duration_ms": round(seconds * 1000, 3)})
+                "%s %s %d %.1f ms",
+                scope["method"],
+                path,
+                status,
+                seconds * 1000,
+                extra={
+                    "event": "request",
+                    "method": scope["method"],
+                    "path": path,
+                    "model": model or None,
+                    "version": version or None,
+                    "protocol": protocol,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                },
+            )
 
 
 def _request_id_from(scope: Scope) -> str | None:

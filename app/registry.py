@@ -66,18 +66,26 @@ class ModelVersion:
         """Why a version that is not ready cannot serve, in words for an error message."""
         if self.error:
             return f"failed to load: {self.error}"
-        return {VersionState.START: "waiting to load", VersionState.LOADING: "loading",
-                VersionState.UNLOADING: "unloading", VersionState.END: "unloaded"}.get(
-            self.state, self.state.value.lower())
+        return {
+            VersionState.START: "waiting to load",
+            VersionState.LOADING: "loading",
+            VersionState.UNLOADING: "unloading",
+            VersionState.END: "unloaded",
+        }.get(self.state, self.state.value.lower())
 
 
 class ModelRegistry:
     """All served models. `app.reloader` decides what to load; `close()` at shutdown."""
 
-    def __init__(self, repository: Path, batching: BatchingOptions,
-                 runner_factory: RunnerFactory = build_runner,
-                 policy: VersionPolicy | None = None, warm_up: bool = True,
-                 warmup_limits: WarmupLimits | None = None) -> None:
+    def __init__(
+        self,
+        repository: Path,
+        batching: BatchingOptions,
+        runner_factory: RunnerFactory = build_runner,
+        policy: VersionPolicy | None = None,
+        warm_up: bool = True,
+        warmup_limits: WarmupLimits | None = None,
+    ) -> None:
         self.repository = repository
         self.default_batching = batching
         self.batching_overrides: dict[str, BatchingOptions] = {}  # per model (repository config)
@@ -115,9 +123,14 @@ class ModelRegistry:
         entry.state = VersionState.LOADING
         try:
             servable = await self._in_load_thread(
-                f"load-{version_dir.name}-{version_dir.version}", Servable.load,
-                version_dir.name, version_dir.version, version_dir.path, self._warm_up,
-                self._warmup_limits)
+                f"load-{version_dir.name}-{version_dir.version}",
+                Servable.load,
+                version_dir.name,
+                version_dir.version,
+                version_dir.path,
+                self._warm_up,
+                self._warmup_limits,
+            )
             entry.runner = self._runner_factory(servable, self.batching_for(version_dir.name))
         except (ModelLoadError, RepositoryError) as exc:
             self._fail(entry, str(exc))
@@ -132,8 +145,13 @@ class ModelRegistry:
         return entry
 
     def _fail(self, entry: ModelVersion, message: str) -> None:
-        log.error("%s version %d failed to load from %s: %s", entry.name, entry.version,
-                  entry.path, message)
+        log.error(
+            "%s version %d failed to load from %s: %s",
+            entry.name,
+            entry.version,
+            entry.path,
+            message,
+        )
         entry.error = public_text(message, self.repository)
         entry.state = VersionState.END
 
@@ -178,8 +196,12 @@ class ModelRegistry:
         try:
             await asyncio.wait_for(entry.idle.wait(), timeout=drain_timeout_s)
         except TimeoutError:
-            log.warning("%s version %d unloads with %d requests still in flight",
-                        name, version, entry.in_flight)
+            log.warning(
+                "%s version %d unloads with %d requests still in flight",
+                name,
+                version,
+                entry.in_flight,
+            )
         try:
             if entry.runner is not None:
                 await entry.runner.close(drain_timeout_s)
@@ -193,10 +215,13 @@ class ModelRegistry:
 
     async def close(self, drain_timeout_s: float) -> None:
         """Unload everything (shutdown), draining each version for at most `drain_timeout_s`."""
-        await asyncio.gather(*(
-            self.unload_version(entry.name, entry.version, drain_timeout_s)
-            for versions in self._models.values() for entry in versions.values()
-        ))
+        await asyncio.gather(
+            *(
+                self.unload_version(entry.name, entry.version, drain_timeout_s)
+                for versions in self._models.values()
+                for entry in versions.values()
+            )
+        )
 
     async def rebuild_runner(self, name: str, version: int, drain_timeout_s: float) -> None:
         """Give a serving version a runner built with its current batching options.
@@ -224,8 +249,10 @@ class ModelRegistry:
         """All known versions of `name`, oldest first; `NotFound` for an unknown model."""
         versions = self._models.get(name)
         if versions is None:
-            raise NotFound(f"model {name!r} is not served here "
-                           f"(models: {', '.join(self.model_names()) or 'none'})")
+            raise NotFound(
+                f"model {name!r} is not served here "
+                f"(models: {', '.join(self.model_names()) or 'none'})"
+            )
         return [versions[v] for v in sorted(versions)]
 
     def get_version(self, name: str, version: int) -> ModelVersion:
@@ -244,12 +271,15 @@ class ModelRegistry:
         """Replace `name`'s labels (the repository config); refuses unloaded targets."""
         for label, version in labels.items():
             if not self.get_version(name, version).ready:
-                raise InvalidInput(f"label {label!r} of model {name!r} points at version "
-                                   f"{version}, which is not loaded")
+                raise InvalidInput(
+                    f"label {label!r} of model {name!r} points at version "
+                    f"{version}, which is not loaded"
+                )
         self._labels[name] = dict(labels)
 
-    def resolve(self, name: str, version: int | None = None,
-                label: str | None = None) -> ModelVersion:
+    def resolve(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> ModelVersion:
         """The ready version a request should use: the given one, the label's, or the newest.
 
         Unknown model, version or label: `NotFound`. Known but not ready: `Unavailable`.
@@ -260,26 +290,32 @@ class ModelRegistry:
             labels = self._labels.get(name, {})
             self.versions(name)
             if label not in labels:
-                raise NotFound(f"model {name!r} has no label {label!r} "
-                               f"(labels: {', '.join(sorted(labels)) or 'none'})")
+                raise NotFound(
+                    f"model {name!r} has no label {label!r} "
+                    f"(labels: {', '.join(sorted(labels)) or 'none'})"
+                )
             version = labels[label]
         if version is not None:
             entry = self.get_version(name, version)
             if not entry.ready:
-                raise Unavailable(f"model {name!r} version {version} is not ready: "
-                                  f"{entry.describe_state()}")
+                raise Unavailable(
+                    f"model {name!r} version {version} is not ready: {entry.describe_state()}"
+                )
             return entry
         versions = self.versions(name)
         for entry in reversed(versions):
             if entry.ready:
                 return entry
         newest = versions[-1]
-        raise Unavailable(f"model {name!r} has no version ready: version {newest.version} "
-                          f"{newest.describe_state()}")
+        raise Unavailable(
+            f"model {name!r} has no version ready: version {newest.version} "
+            f"{newest.describe_state()}"
+        )
 
     @asynccontextmanager
-    async def lease(self, name: str, version: int | None = None,
-                    label: str | None = None) -> AsyncIterator[ModelVersion]:
+    async def lease(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> AsyncIterator[ModelVersion]:
         """Hold a ready version for one request; unloading waits until it is returned."""
         entry = self.resolve(name, version, label)
         entry.in_flight += 1

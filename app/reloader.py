@@ -83,8 +83,10 @@ BUSY_STATES = (VersionState.LOADING, VersionState.AVAILABLE)
 # when polling is slower) covers a slow network filesystem and still resets a deleted file soon.
 CONFIG_GRACE_S = 5.0
 CONFIG_GRACE_POLLS = 3
-SERVING_FROM_MEMORY = ("version folder removed from the repository; still serving from memory "
-                       "until another version loads or the model is unloaded")
+SERVING_FROM_MEMORY = (
+    "version folder removed from the repository; still serving from memory "
+    "until another version loads or the model is unloaded"
+)
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,14 @@ class VersionIndexEntry:
 class RepositoryReloader:
     """Initial load, polling and model control over one `ModelRegistry`."""
 
-    def __init__(self, registry: ModelRegistry, config_path: Path, poll_interval_s: float,
-                 drain_timeout_s: float, metrics: ServiceMetrics | None = None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        config_path: Path,
+        poll_interval_s: float,
+        drain_timeout_s: float,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
         self.registry = registry
         self.config_path = config_path
         self.poll_interval_s = poll_interval_s
@@ -137,8 +145,10 @@ class RepositoryReloader:
         """
         await self._guarded_pass()
         self.registry.initial_load_done = True
-        log.info("initial load done", extra={"event": "initial_load_done",
-                                             "models": self.snapshot_states()})
+        log.info(
+            "initial load done",
+            extra={"event": "initial_load_done", "models": self.snapshot_states()},
+        )
         if self.poll_interval_s <= 0:
             return
         while True:
@@ -151,11 +161,15 @@ class RepositoryReloader:
             await self.reconcile()
         except Exception as exc:  # the loop must outlive any one bad pass
             problem = RepositoryProblem(
-                "pass_failed", "<repository>", None,
+                "pass_failed",
+                "<repository>",
+                None,
                 f"the repository pass failed ({public_text(_one_line(exc), self._root)}); "
-                "retried at the next poll")
-            self._log_failure(problem, "pass", "repository pass failed; retrying in %.1f s",
-                              self.poll_interval_s)
+                "retried at the next poll",
+            )
+            self._log_failure(
+                problem, "pass", "repository pass failed; retrying in %.1f s", self.poll_interval_s
+            )
             self._report("pass", [problem])
         else:
             self._report("pass", [])
@@ -171,43 +185,58 @@ class RepositoryReloader:
             for name in sorted(set(scan.models) | set(self.registry.model_names())):
                 if name in scan.unreadable:
                     continue  # its folder cannot be read now: leave it as it is
-                await self._guarded(failures, name, "loading and unloading",
-                                    self._reconcile_model(name, scan.models.get(name)))
+                await self._guarded(
+                    failures,
+                    name,
+                    "loading and unloading",
+                    self._reconcile_model(name, scan.models.get(name)),
+                )
             for name in self.registry.model_names():
-                await self._guarded(failures, name, "applying labels",
-                                    _completed(self._apply_labels, name))
+                await self._guarded(
+                    failures, name, "applying labels", _completed(self._apply_labels, name)
+                )
             for name in sorted(rebatched & set(self.registry.model_names())):
-                await self._guarded(failures, name, "rebuilding runners",
-                                    self._rebuild_runners(name))
+                await self._guarded(
+                    failures, name, "rebuilding runners", self._rebuild_runners(name)
+                )
             self._report("models", failures)
-            self._report("memory", [
-                RepositoryProblem("version_folder_removed", name, version, SERVING_FROM_MEMORY)
-                for name, versions in sorted(self._from_memory.items())
-                for version in sorted(versions)])
+            self._report(
+                "memory",
+                [
+                    RepositoryProblem("version_folder_removed", name, version, SERVING_FROM_MEMORY)
+                    for name, versions in sorted(self._from_memory.items())
+                    for version in sorted(versions)
+                ],
+            )
 
-    async def _guarded(self, failures: list[RepositoryProblem], name: str, step: str,
-                       work: Any) -> None:
+    async def _guarded(
+        self, failures: list[RepositoryProblem], name: str, step: str, work: Any
+    ) -> None:
         """Await `work` for model `name`; an exception is logged and added to `failures`."""
         try:
             await work
         except Exception as exc:  # one model's fault must not stop the others
             problem = RepositoryProblem(
-                "model_pass_failed", name, None,
+                "model_pass_failed",
+                name,
+                None,
                 f"{step} failed ({public_text(_one_line(exc), self._root)}); retried at the "
-                "next poll")
-            self._log_failure(problem, "models", "%s of model %s failed; retried at the next "
-                              "poll", step, name)
+                "next poll",
+            )
+            self._log_failure(
+                problem, "models", "%s of model %s failed; retried at the next poll", step, name
+            )
             failures.append(problem)
 
-    def _log_failure(self, problem: RepositoryProblem, source: str, message: str,
-                     *args: object) -> None:
+    def _log_failure(
+        self, problem: RepositoryProblem, source: str, message: str, *args: object
+    ) -> None:
         """The traceback of a failure the first time it happens; a debug line after that."""
         known = (problem.kind, problem.entry, problem.message) in self._problems.get(source, {})
         if known:
             log.debug(message, *args)
         else:
-            log.exception(message, *args, extra={"event": problem.kind,
-                                                 "entry": problem.entry})
+            log.exception(message, *args, extra={"event": problem.kind, "entry": problem.entry})
 
     # ---- model control (v2 repository extension) -------------------------------------------
 
@@ -217,16 +246,16 @@ class RepositoryReloader:
             rebatched = self._refresh_config()
             scan = self._scan()
             if scan is not None and name in scan.unreadable:
-                raise Unavailable(f"model {name!r} cannot be loaded: its folder in the "
-                                  "repository cannot be read")
+                raise Unavailable(
+                    f"model {name!r} cannot be loaded: its folder in the repository cannot be read"
+                )
             model = scan.models.get(name) if scan is not None else None
             if model is None:
                 raise NotFound(f"model {name!r} is not in the repository")
             self._unloaded_by_request.discard(name)
             for key in [key for key in self._failed if key[0] == name]:
                 del self._failed[key]
-            log.info("load of %s requested", name, extra={"event": "load_requested",
-                                                          "model": name})
+            log.info("load of %s requested", name, extra={"event": "load_requested", "model": name})
             await self._reconcile_model(name, model)
             self._apply_labels(name)
             if name in rebatched:
@@ -237,12 +266,14 @@ class RepositoryReloader:
         """Unload every version of `name` (draining each) and keep it unloaded until `load`."""
         async with self._lock:
             scan = self._scan()
-            if name not in self.registry.model_names() and (scan is None
-                                                             or name not in scan.models):
+            if name not in self.registry.model_names() and (
+                scan is None or name not in scan.models
+            ):
                 raise NotFound(f"model {name!r} is neither loaded nor in the repository")
             self._unloaded_by_request.add(name)
-            log.info("unload of %s requested", name, extra={"event": "unload_requested",
-                                                            "model": name})
+            log.info(
+                "unload of %s requested", name, extra={"event": "unload_requested", "model": name}
+            )
             self._from_memory.pop(name, None)
             if name in self.registry.model_names():
                 for entry in self.registry.versions(name):
@@ -258,20 +289,26 @@ class RepositoryReloader:
         models = scan.models
         entries: list[VersionIndexEntry] = []
         for name in sorted(set(models) | set(self.registry.model_names())):
-            known = ({e.version: e for e in self.registry.versions(name)}
-                     if name in self.registry.model_names() else {})
+            known = (
+                {e.version: e for e in self.registry.versions(name)}
+                if name in self.registry.model_names()
+                else {}
+            )
             on_disk = {v.version for v in models[name].versions} if name in models else set()
             if name in scan.unreadable:
                 on_disk = set(known)  # unknown: do not call loaded versions removed
             for version in sorted(on_disk | set(known)):
-                entries.append(self._index_entry(name, version, known.get(version),
-                                                 version in on_disk))
-        entries.extend(VersionIndexEntry(p.model, p.version, "UNAVAILABLE", p.message)
-                       for p in scan.problems)
+                entries.append(
+                    self._index_entry(name, version, known.get(version), version in on_disk)
+                )
+        entries.extend(
+            VersionIndexEntry(p.model, p.version, "UNAVAILABLE", p.message) for p in scan.problems
+        )
         return entries
 
-    def _index_entry(self, name: str, version: int, entry: ModelVersion | None,
-                     on_disk: bool) -> VersionIndexEntry:
+    def _index_entry(
+        self, name: str, version: int, entry: ModelVersion | None, on_disk: bool
+    ) -> VersionIndexEntry:
         state, reason = "UNAVAILABLE", ""
         if entry is not None and entry.state is VersionState.AVAILABLE:
             state = "READY"
@@ -301,17 +338,21 @@ class RepositoryReloader:
             "path": self.config_name,
             "exists": self.config_path.is_file(),
             "error": self._config_absence or self.config_error,
-            "problems": [{"kind": p.kind, "entry": p.entry, "message": p.message}
-                         for p in self.problems()],
+            "problems": [
+                {"kind": p.kind, "entry": p.entry, "message": p.message} for p in self.problems()
+            ],
             "label_errors": {k: v for k, v in self.label_errors.items() if v},
             "poll_interval_s": self.poll_interval_s,
             "unloaded_by_request": sorted(self._unloaded_by_request),
             "models": {
-                name: {"version_policy": _describe_policy(self._policy(name)),
-                       "labels": self.registry.labels(name)
-                       if name in self.registry.model_names() else {},
-                       "configured_labels": self.config.model(name).labels,
-                       "batching": self.config.model(name).batching}
+                name: {
+                    "version_policy": _describe_policy(self._policy(name)),
+                    "labels": self.registry.labels(name)
+                    if name in self.registry.model_names()
+                    else {},
+                    "configured_labels": self.config.model(name).labels,
+                    "batching": self.config.model(name).batching,
+                }
                 for name in sorted(set(self.config.models) | set(self.registry.model_names()))
             },
         }
@@ -335,16 +376,27 @@ class RepositoryReloader:
         for key, problem in current.items():
             if key in previous:
                 continue
-            log.error("repository problem (%s) %s: %s", problem.kind, problem.entry,
-                      problem.message, extra={"event": "repository_problem",
-                                              "kind": problem.kind, "entry": problem.entry})
+            log.error(
+                "repository problem (%s) %s: %s",
+                problem.kind,
+                problem.entry,
+                problem.message,
+                extra={"event": "repository_problem", "kind": problem.kind, "entry": problem.entry},
+            )
             if self.metrics is not None:
                 self.metrics.repository_errors.labels(problem.kind).inc()
         for key, problem in previous.items():
             if key not in current:
-                log.info("repository problem (%s) %s cleared", problem.kind, problem.entry,
-                         extra={"event": "repository_problem_cleared", "kind": problem.kind,
-                                "entry": problem.entry})
+                log.info(
+                    "repository problem (%s) %s cleared",
+                    problem.kind,
+                    problem.entry,
+                    extra={
+                        "event": "repository_problem_cleared",
+                        "kind": problem.kind,
+                        "entry": problem.entry,
+                    },
+                )
         self._problems[source] = current
 
     @property
@@ -352,8 +404,10 @@ class RepositoryReloader:
         return self.registry.repository
 
     def snapshot_states(self) -> dict[str, dict[int, str]]:
-        return {name: {e.version: e.state.value for e in self.registry.versions(name)}
-                for name in self.registry.model_names()}
+        return {
+            name: {e.version: e.state.value for e in self.registry.versions(name)}
+            for name in self.registry.model_names()
+        }
 
     def version_snapshots(self) -> Iterable[VersionSnapshot]:
         """What the metrics scrape reads: every version's state and batcher queue depth."""
@@ -373,8 +427,9 @@ class RepositoryReloader:
         while True:
             candidates = tuple(v for v in on_disk if (name, v.version) not in self._failed)
             wanted = policy.select(candidates)
-            pending = [v for v in reversed(wanted) if self._state(name, v.version)
-                       not in BUSY_STATES]
+            pending = [
+                v for v in reversed(wanted) if self._state(name, v.version) not in BUSY_STATES
+            ]
             if not pending:
                 break
             for version_dir in pending:  # newest first: it serves as soon as it is ready
@@ -390,16 +445,24 @@ class RepositoryReloader:
                     continue
                 if entry.version not in present and not replaced:
                     if entry.version not in self._from_memory.get(name, set()):
-                        log.warning("%s version %d: its folder was removed; it keeps serving "
-                                    "from memory", name, entry.version,
-                                    extra={"event": "serving_from_memory", "model": name,
-                                           "version": entry.version})
+                        log.warning(
+                            "%s version %d: its folder was removed; it keeps serving from memory",
+                            name,
+                            entry.version,
+                            extra={
+                                "event": "serving_from_memory",
+                                "model": name,
+                                "version": entry.version,
+                            },
+                        )
                     from_memory.add(entry.version)
                     continue
-                await self._unload(entry, "version folder removed"
-                                   if entry.version not in present
-                                   else f"beyond the version policy "
-                                        f"({_describe_policy(policy)})")
+                await self._unload(
+                    entry,
+                    "version folder removed"
+                    if entry.version not in present
+                    else f"beyond the version policy ({_describe_policy(policy)})",
+                )
         if from_memory:
             self._from_memory[name] = from_memory
         else:
@@ -407,29 +470,56 @@ class RepositoryReloader:
 
     async def _load(self, version_dir: VersionDir) -> None:
         name, version = version_dir.name, version_dir.version
-        log.info("loading %s version %d", name, version,
-                 extra={"event": "model_loading", "model": name, "version": version})
+        log.info(
+            "loading %s version %d",
+            name,
+            version,
+            extra={"event": "model_loading", "model": name, "version": version},
+        )
         entry = await self.registry.load_version(version_dir)
         if entry.state is VersionState.AVAILABLE:
             seconds = entry.servable.load_seconds if entry.servable is not None else 0.0
             if self.metrics is not None:
                 self.metrics.load_time.labels(name).observe(seconds)
-            log.info("%s version %d is serving (loaded and warmed up in %.2f s)", name,
-                     version, seconds, extra={"event": "model_loaded", "model": name,
-                                              "version": version, "load_seconds": seconds})
+            log.info(
+                "%s version %d is serving (loaded and warmed up in %.2f s)",
+                name,
+                version,
+                seconds,
+                extra={
+                    "event": "model_loaded",
+                    "model": name,
+                    "version": version,
+                    "load_seconds": seconds,
+                },
+            )
             return
         self._failed[(name, version)] = _folder_fingerprint(version_dir.path)
         if self.metrics is not None:
             self.metrics.load_failures.labels(name).inc()
-        log.error("%s version %d failed to load: %s", name, version, entry.error,
-                  extra={"event": "model_load_failed", "model": name, "version": version})
+        log.error(
+            "%s version %d failed to load: %s",
+            name,
+            version,
+            entry.error,
+            extra={"event": "model_load_failed", "model": name, "version": version},
+        )
 
     async def _unload(self, entry: ModelVersion, why: str) -> None:
         if entry.state is not VersionState.AVAILABLE:
             return
-        log.info("unloading %s version %d: %s", entry.name, entry.version, why,
-                 extra={"event": "model_unloading", "model": entry.name,
-                        "version": entry.version, "reason": why})
+        log.info(
+            "unloading %s version %d: %s",
+            entry.name,
+            entry.version,
+            why,
+            extra={
+                "event": "model_unloading",
+                "model": entry.name,
+                "version": entry.version,
+                "reason": why,
+            },
+        )
         await self.registry.unload_version(entry.name, entry.version, self.drain_timeout_s)
 
     def _forget_stale_failures(self, name: str, on_disk: tuple[VersionDir, ...]) -> None:
@@ -456,10 +546,13 @@ class RepositoryReloader:
     async def _rebuild_runners(self, name: str) -> None:
         for entry in self.registry.versions(name):
             if entry.state is VersionState.AVAILABLE:
-                log.info("%s version %d: new batching options %s", name, entry.version,
-                         self.registry.batching_for(name),
-                         extra={"event": "batching_changed", "model": name,
-                                "version": entry.version})
+                log.info(
+                    "%s version %d: new batching options %s",
+                    name,
+                    entry.version,
+                    self.registry.batching_for(name),
+                    extra={"event": "batching_changed", "model": name, "version": entry.version},
+                )
                 await self.registry.rebuild_runner(name, entry.version, self.drain_timeout_s)
 
     def _refresh_config(self) -> set[str]:
@@ -471,10 +564,13 @@ class RepositoryReloader:
             return self._read_config()
         except Exception as exc:  # a bug here must not stop the pass either
             log.exception("reading the repository config failed")
-            self.config_error = (f"{self.config_name}: cannot be used "
-                                 f"({public_text(_one_line(exc), self._root)})")
-            self._report("config", [RepositoryProblem("config_invalid", self.config_name,
-                                                      None, self.config_error)])
+            self.config_error = (
+                f"{self.config_name}: cannot be used ({public_text(_one_line(exc), self._root)})"
+            )
+            self._report(
+                "config",
+                [RepositoryProblem("config_invalid", self.config_name, None, self.config_error)],
+            )
             return set()
 
     def _read_config(self) -> set[str]:
@@ -492,28 +588,43 @@ class RepositoryReloader:
             self.config_error = public_text(str(exc), self._root)
             if self.metrics is not None:
                 self.metrics.config_reloads.labels("error").inc()
-            log.error("repository config %s refused, the previous one stays in force: %s",
-                      self.config_path, exc, extra={"event": "config_refused"})
-            self._report("config", [RepositoryProblem("config_invalid", self.config_name, None,
-                                                      self.config_error)])
+            log.error(
+                "repository config %s refused, the previous one stays in force: %s",
+                self.config_path,
+                exc,
+                extra={"event": "config_refused"},
+            )
+            self._report(
+                "config",
+                [RepositoryProblem("config_invalid", self.config_name, None, self.config_error)],
+            )
             return set()
         previous, self.config = self.config, config
         self.config_error = None
         self._config_from_file = fingerprint is not None and fingerprint.size > 0
         self._report("config", [])
-        overrides = {name: model.batching_options(self._default_batching)
-                     for name, model in config.models.items()}
-        self.registry.batching_overrides = {name: options for name, options in overrides.items()
-                                            if options is not None}
+        overrides = {
+            name: model.batching_options(self._default_batching)
+            for name, model in config.models.items()
+        }
+        self.registry.batching_overrides = {
+            name: options for name, options in overrides.items() if options is not None
+        }
         if self.metrics is not None:
             self.metrics.config_reloads.labels("ok").inc()
-        log.info("repository config %s: %d models configured",
-                 "read" if fingerprint else "absent (defaults)", len(config.models),
-                 extra={"event": "config_loaded", "path": str(self.config_path)})
+        log.info(
+            "repository config %s: %d models configured",
+            "read" if fingerprint else "absent (defaults)",
+            len(config.models),
+            extra={"event": "config_loaded", "path": str(self.config_path)},
+        )
         if first_read:  # nothing is loaded yet: every load will use these options
             return set()
-        return {name for name in set(previous.models) | set(config.models)
-                if previous.model(name).batching != config.model(name).batching}
+        return {
+            name
+            for name in set(previous.models) | set(config.models)
+            if previous.model(name).batching != config.model(name).batching
+        }
 
     def _config_absent(self, fingerprint: FileFingerprint | None) -> bool:
         """True while a vanished or emptied config file is within its grace period.
@@ -524,8 +635,9 @@ class RepositoryReloader:
         """
         if not (fingerprint is None or fingerprint.size == 0) or not self._config_from_file:
             if self._config_absent_since is not None:
-                log.info("repository config %s is back", self.config_path,
-                         extra={"event": "config_back"})
+                log.info(
+                    "repository config %s is back", self.config_path, extra={"event": "config_back"}
+                )
             self._config_absent_since = None
             self._config_absence = None
             if self._problems.get("config_missing"):
@@ -534,19 +646,31 @@ class RepositoryReloader:
         now = time.monotonic()
         if self._config_absent_since is None:
             self._config_absent_since = now
-            log.warning("repository config %s is missing or empty; the previous config stays "
-                        "in force for up to %.1f s", self.config_path, self.config_grace_s,
-                        extra={"event": "config_missing"})
+            log.warning(
+                "repository config %s is missing or empty; the previous config stays "
+                "in force for up to %.1f s",
+                self.config_path,
+                self.config_grace_s,
+                extra={"event": "config_missing"},
+            )
         if now - self._config_absent_since < self.config_grace_s:
-            self._config_absence = (f"{self.config_name} is missing or empty (a save in "
-                                    "progress?); the previous config stays in force for up to "
-                                    f"{self.config_grace_s:g} s")
-            self._report("config_missing", [RepositoryProblem(
-                "config_missing", self.config_name, None, self._config_absence)])
+            self._config_absence = (
+                f"{self.config_name} is missing or empty (a save in "
+                "progress?); the previous config stays in force for up to "
+                f"{self.config_grace_s:g} s"
+            )
+            self._report(
+                "config_missing",
+                [RepositoryProblem("config_missing", self.config_name, None, self._config_absence)],
+            )
             return True
-        log.warning("repository config %s has been missing or empty for %.1f s: the defaults "
-                    "are in force now", self.config_path, now - self._config_absent_since,
-                    extra={"event": "config_reset"})
+        log.warning(
+            "repository config %s has been missing or empty for %.1f s: the defaults "
+            "are in force now",
+            self.config_path,
+            now - self._config_absent_since,
+            extra={"event": "config_reset"},
+        )
         self._config_absent_since = None
         self._config_absence = None
         self._config_from_file = False
@@ -562,15 +686,24 @@ class RepositoryReloader:
             if self._state(name, version) is VersionState.AVAILABLE:
                 labels[label] = version
                 continue
-            errors.append(f"label {label!r} of model {name!r} points at version {version}, "
-                          "which is not loaded; refused")
+            errors.append(
+                f"label {label!r} of model {name!r} points at version {version}, "
+                "which is not loaded; refused"
+            )
             previous = current.get(label)
-            if previous is not None and previous != version and \
-                    self._state(name, previous) is VersionState.AVAILABLE:
+            if (
+                previous is not None
+                and previous != version
+                and self._state(name, previous) is VersionState.AVAILABLE
+            ):
                 labels[label] = previous
         if labels != current:
-            log.info("labels of %s: %s", name, labels,
-                     extra={"event": "labels_changed", "model": name, "labels": labels})
+            log.info(
+                "labels of %s: %s",
+                name,
+                labels,
+                extra={"event": "labels_changed", "model": name, "labels": labels},
+            )
             self.registry.set_labels(name, labels)
         if errors != self.label_errors.get(name, []):
             for error in errors:
@@ -585,8 +718,14 @@ class RepositoryReloader:
         try:
             scan = scan_repository_report(self._root)
         except RepositoryError as exc:
-            self._report("scan", [RepositoryProblem("scan_failed", "<repository>", None,
-                                                    public_text(str(exc), self._root))])
+            self._report(
+                "scan",
+                [
+                    RepositoryProblem(
+                        "scan_failed", "<repository>", None, public_text(str(exc), self._root)
+                    )
+                ],
+            )
             return None
         self._report("scan", scan.problems)
         return scan
@@ -617,4 +756,3 @@ def _describe_policy(policy: VersionPolicy) -> object:
     if policy.kind == "specific":
         return {"specific": sorted(policy.versions)}
     return {"latest": policy.count}
-

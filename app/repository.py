@@ -26,7 +26,7 @@ from typing import Any, Literal
 log = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.json"
-MAX_VERSION = 2 ** 63 - 1
+MAX_VERSION = 2**63 - 1
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 # Files and folders checked in one version before loading: a SavedModel has a handful (a few
 # dozen with assets); ten thousand bounds the walk over a folder that is not a model at all.
@@ -72,7 +72,7 @@ class VersionPolicy:
             return list(available)
         if self.kind == "specific":
             return [v for v in available if v.version in self.versions]
-        return list(available[-self.count:]) if self.count > 0 else []
+        return list(available[-self.count :]) if self.count > 0 else []
 
 
 def is_version_name(name: str) -> bool:
@@ -115,8 +115,14 @@ class RepositoryScan:
 def scan_repository(root: Path) -> dict[str, ModelDir]:
     """Every model folder under `root` with its published versions (cheap: no file reads)."""
     scan = scan_repository_report(root)
-    for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                       and p.name not in scan.models and p.name not in scan.unreadable):
+    for path in sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and p.name not in scan.models
+        and p.name not in scan.unreadable
+    ):
         log.warning("model folder %s has no version folders; skipped", path)
     for problem in scan.problems:
         log.warning("repository entry %s skipped: %s", problem.entry, problem.message)
@@ -139,28 +145,42 @@ def scan_repository_report(root: Path) -> RepositoryScan:
         if name.startswith("."):
             continue
         if not _is_printable_name(name):
-            problems.append(RepositoryProblem("invalid_entry", _shown(name), None,
-                                              "the name is not printable UTF-8; skipped"))
+            problems.append(
+                RepositoryProblem(
+                    "invalid_entry", _shown(name), None, "the name is not printable UTF-8; skipped"
+                )
+            )
             continue
         kind = _kind_of(entry.path)
         if isinstance(kind, OSError):
             unreadable.add(name)
-            problems.append(RepositoryProblem("unreadable_entry", name, None,
-                                              f"cannot be read: {_reason(kind)}"))
+            problems.append(
+                RepositoryProblem(
+                    "unreadable_entry", name, None, f"cannot be read: {_reason(kind)}"
+                )
+            )
             continue
         if kind == "file":
             continue  # config.yaml, a README: files beside the models are normal
         if kind != "folder":
-            problems.append(RepositoryProblem("invalid_entry", name, None,
-                                              f"is a {kind}, not a model folder; skipped"))
+            problems.append(
+                RepositoryProblem(
+                    "invalid_entry", name, None, f"is a {kind}, not a model folder; skipped"
+                )
+            )
             continue
         try:
             children = sorted(os.scandir(entry.path), key=lambda child: child.name)
         except OSError as exc:
             unreadable.add(name)
-            problems.append(RepositoryProblem("unreadable_entry", name, None,
-                                              f"the model folder cannot be read: "
-                                              f"{_reason(exc)}"))
+            problems.append(
+                RepositoryProblem(
+                    "unreadable_entry",
+                    name,
+                    None,
+                    f"the model folder cannot be read: {_reason(exc)}",
+                )
+            )
             continue
         versions: list[VersionDir] = []
         for child in children:
@@ -171,12 +191,20 @@ def scan_repository_report(root: Path) -> RepositoryScan:
             if child_kind == "folder":
                 versions.append(VersionDir(name, version, Path(child.path)))
             elif isinstance(child_kind, OSError):
-                problems.append(RepositoryProblem("unreadable_entry", name, version,
-                                                  f"cannot be read: {_reason(child_kind)}"))
+                problems.append(
+                    RepositoryProblem(
+                        "unreadable_entry", name, version, f"cannot be read: {_reason(child_kind)}"
+                    )
+                )
             else:
-                problems.append(RepositoryProblem(
-                    "invalid_entry", name, version,
-                    f"is a {child_kind}, not a version folder; skipped"))
+                problems.append(
+                    RepositoryProblem(
+                        "invalid_entry",
+                        name,
+                        version,
+                        f"is a {child_kind}, not a version folder; skipped",
+                    )
+                )
         if not versions:
             continue  # an empty lost+found, a model being prepared: not a model (yet)
         versions.sort(key=lambda v: v.version)
@@ -184,8 +212,7 @@ def scan_repository_report(root: Path) -> RepositoryScan:
     return RepositoryScan(models, tuple(problems), frozenset(unreadable))
 
 
-def check_version_files(version_path: Path,
-                        max_entries: int = MAX_VERSION_ENTRIES) -> None:
+def check_version_files(version_path: Path, max_entries: int = MAX_VERSION_ENTRIES) -> None:
     """Refuse a version folder TensorFlow must not open: `RepositoryError` says why.
 
     Every entry must be a regular file or a folder (symbolic links are followed): reading a
@@ -204,13 +231,16 @@ def check_version_files(version_path: Path,
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
-            raise RepositoryError(f"{_inside(folder, version_path)}cannot be read: "
-                                  f"{_reason(exc)}") from exc
+            raise RepositoryError(
+                f"{_inside(folder, version_path)}cannot be read: {_reason(exc)}"
+            ) from exc
         for entry in entries:
             seen += 1
             if seen > max_entries:
-                raise RepositoryError(f"the version folder holds more than {max_entries} "
-                                      "files and folders; not a SavedModel")
+                raise RepositoryError(
+                    f"the version folder holds more than {max_entries} "
+                    "files and folders; not a SavedModel"
+                )
             entry_kind = _kind_of(entry.path)
             where = _inside(Path(entry.path), version_path).rstrip(": ")
             if isinstance(entry_kind, OSError):
@@ -287,6 +317,7 @@ def read_metadata(version_path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise RepositoryError(f"{METADATA_FILE} cannot be read as JSON: {exc}") from exc
     if not isinstance(metadata, dict):
-        raise RepositoryError(f"{METADATA_FILE} must hold a JSON object, got "
-                              f"{type(metadata).__name__}")
+        raise RepositoryError(
+            f"{METADATA_FILE} must hold a JSON object, got {type(metadata).__name__}"
+        )
     return metadata

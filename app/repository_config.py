@@ -48,13 +48,13 @@ BATCHING_BOUNDS: dict[str, tuple[float, float]] = {
     "max_batch_size": (1, 65_536),
     "max_batch_delay_us": (0, 10_000_000),  # 10 s
     "max_queued_rows": (1, 10_000_000),
-    "max_queued_bytes": (1, 64 * 1024 ** 3),
+    "max_queued_bytes": (1, 64 * 1024**3),
     "timeout_s": (0.001, 86_400.0),  # a day
     "inference_threads": (1, 64),
     "max_pad_ratio": (1.0, 1_000.0),
     "max_variable_dim": (1, 1_000_000),
 }
-_DEFAULT_BOUNDS = (0, 2 ** 31 - 1)
+_DEFAULT_BOUNDS = (0, 2**31 - 1)
 
 
 class RepositoryConfigError(ValueError):
@@ -118,18 +118,19 @@ def load_repository_config(path: Path, shown_as: str | None = None) -> Repositor
     except (FileNotFoundError, NotADirectoryError):
         return RepositoryConfig()
     except OSError as exc:
-        raise RepositoryConfigError(f"{shown}: cannot be read: "
-                                    f"{(exc.strerror or type(exc).__name__).lower()}") from exc
+        raise RepositoryConfigError(
+            f"{shown}: cannot be read: {(exc.strerror or type(exc).__name__).lower()}"
+        ) from exc
     except UnicodeDecodeError as exc:
-        raise RepositoryConfigError(f"{shown}: not UTF-8 text: {exc.reason} at byte "
-                                    f"{exc.start}") from exc
+        raise RepositoryConfigError(
+            f"{shown}: not UTF-8 text: {exc.reason} at byte {exc.start}"
+        ) from exc
     try:
         document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
         raise RepositoryConfigError(f"{shown}: not valid {_kind(path)}: {exc}") from exc
     except RecursionError as exc:  # deeply nested flow collections
-        raise RepositoryConfigError(f"{shown}: not valid {_kind(path)}: nested too "
-                                    "deeply") from exc
+        raise RepositoryConfigError(f"{shown}: not valid {_kind(path)}: nested too deeply") from exc
     try:
         return parse_repository_config(document)
     except RepositoryConfigError as exc:
@@ -140,16 +141,16 @@ def _kind(path: Path) -> str:
     return "JSON" if path.suffix == ".json" else "YAML"
 
 
-def parse_repository_config(document: Any, defaults: BatchingOptions | None = None
-                            ) -> RepositoryConfig:
+def parse_repository_config(
+    document: Any, defaults: BatchingOptions | None = None
+) -> RepositoryConfig:
     """Validate a parsed document; `defaults` lets batching values be checked in full."""
     if document is None:
         return RepositoryConfig()
     _expect_mapping(document, "the top level")
     unknown = set(document) - {"models"}
     if unknown:
-        raise RepositoryConfigError(f"unknown top-level keys {sorted(unknown)} "
-                                    "(expected 'models')")
+        raise RepositoryConfigError(f"unknown top-level keys {sorted(unknown)} (expected 'models')")
     models = document.get("models") or {}
     _expect_mapping(models, "models")
     parsed: dict[str, ModelConfig] = {}
@@ -165,13 +166,20 @@ def _parse_model(body: Any, where: str, defaults: BatchingOptions) -> ModelConfi
     _expect_mapping(body, where)
     unknown = set(body) - set(_MODEL_KEYS)
     if unknown:
-        raise RepositoryConfigError(f"{where}: unknown keys {sorted(unknown)} "
-                                    f"(expected {list(_MODEL_KEYS)})")
-    policy = (parse_version_policy(body["version_policy"], f"{where}.version_policy")
-              if "version_policy" in body else None)
+        raise RepositoryConfigError(
+            f"{where}: unknown keys {sorted(unknown)} (expected {list(_MODEL_KEYS)})"
+        )
+    policy = (
+        parse_version_policy(body["version_policy"], f"{where}.version_policy")
+        if "version_policy" in body
+        else None
+    )
     labels = _parse_labels(body.get("labels") or {}, f"{where}.labels")
-    batching = (_parse_batching(body["batching"] or {}, f"{where}.batching", defaults)
-                if "batching" in body else None)
+    batching = (
+        _parse_batching(body["batching"] or {}, f"{where}.batching", defaults)
+        if "batching" in body
+        else None
+    )
     return ModelConfig(policy=policy, labels=labels, batching=batching)
 
 
@@ -182,17 +190,23 @@ def parse_version_policy(value: Any, where: str = "version_policy") -> VersionPo
         return VersionPolicy(kind="all")
     if not isinstance(value, dict) or len(value) != 1:
         raise RepositoryConfigError(f"{where}: {expected}, got {_shown(value)}")
-    (kind, argument), = value.items()
+    ((kind, argument),) = value.items()
     if kind == "latest":
         if not _is_int(argument) or not 1 <= argument <= MAX_VERSION:
-            raise RepositoryConfigError(f"{where}.latest: expected a whole number >= 1, "
-                                        f"got {_shown(argument)}")
+            raise RepositoryConfigError(
+                f"{where}.latest: expected a whole number >= 1, got {_shown(argument)}"
+            )
         return VersionPolicy(kind="latest", count=argument)
     if kind == "specific":
-        if (not isinstance(argument, list) or not argument
-                or not all(_is_int(v) and 0 < v <= MAX_VERSION for v in argument)):
-            raise RepositoryConfigError(f"{where}.specific: expected a non-empty list of "
-                                        f"version numbers > 0, got {_shown(argument)}")
+        if (
+            not isinstance(argument, list)
+            or not argument
+            or not all(_is_int(v) and 0 < v <= MAX_VERSION for v in argument)
+        ):
+            raise RepositoryConfigError(
+                f"{where}.specific: expected a non-empty list of "
+                f"version numbers > 0, got {_shown(argument)}"
+            )
         return VersionPolicy(kind="specific", versions=frozenset(argument))
     raise RepositoryConfigError(f"{where}: {expected}, got {_shown(value)}")
 
@@ -202,13 +216,15 @@ def _parse_labels(value: Any, where: str) -> dict[str, int]:
     labels: dict[str, int] = {}
     for label, version in value.items():
         if not isinstance(label, str) or not label or "/" in label:
-            raise RepositoryConfigError(f"{where}: label names must be non-empty strings "
-                                        f"without '/', got {_shown(label)}")
+            raise RepositoryConfigError(
+                f"{where}: label names must be non-empty strings without '/', got {_shown(label)}"
+            )
         if label.isdigit():
             raise RepositoryConfigError(f"{where}.{label}: a label name cannot be a number")
         if not _is_int(version) or not 1 <= version <= MAX_VERSION:
-            raise RepositoryConfigError(f"{where}.{label}: expected a version number >= 1, "
-                                        f"got {_shown(version)}")
+            raise RepositoryConfigError(
+                f"{where}.{label}: expected a version number >= 1, got {_shown(version)}"
+            )
         labels[label] = version
     return labels
 
@@ -217,16 +233,22 @@ def _parse_batching(value: Any, where: str, defaults: BatchingOptions) -> dict[s
     _expect_mapping(value, where)
     unknown = set(value) - set(_BATCHING_FIELDS)
     if unknown:
-        raise RepositoryConfigError(f"{where}: unknown keys {sorted(unknown)} "
-                                    f"(expected some of {sorted(_BATCHING_FIELDS)})")
+        raise RepositoryConfigError(
+            f"{where}: unknown keys {sorted(unknown)} (expected some of {sorted(_BATCHING_FIELDS)})"
+        )
     for key, item in value.items():
         default = getattr(defaults, key)
-        ok = (isinstance(item, bool) if isinstance(default, bool)
-              else _is_int(item) if isinstance(default, int)
-              else _is_int(item) or isinstance(item, float))
+        ok = (
+            isinstance(item, bool)
+            if isinstance(default, bool)
+            else _is_int(item)
+            if isinstance(default, int)
+            else _is_int(item) or isinstance(item, float)
+        )
         if not ok:
-            raise RepositoryConfigError(f"{where}.{key}: expected "
-                                        f"{type(default).__name__}, got {_shown(item)}")
+            raise RepositoryConfigError(
+                f"{where}.{key}: expected {type(default).__name__}, got {_shown(item)}"
+            )
     numbers = {key: item for key, item in value.items() if not isinstance(item, bool)}
     for key, item in numbers.items():  # nan passes every comparison: refuse it by name first
         if not math.isfinite(item):
@@ -244,14 +266,16 @@ def _parse_batching(value: Any, where: str, defaults: BatchingOptions) -> dict[s
 
 def _out_of_bounds(where: str, key: str, item: float) -> NoReturn:
     low, high = BATCHING_BOUNDS.get(key, _DEFAULT_BOUNDS)
-    raise RepositoryConfigError(f"{where}.{key}: expected a finite number from {low} to {high}, "
-                                f"got {_shown_number(item)}")
+    raise RepositoryConfigError(
+        f"{where}.{key}: expected a finite number from {low} to {high}, got {_shown_number(item)}"
+    )
 
 
 def _expect_mapping(value: Any, where: str) -> None:
     if not isinstance(value, dict):
-        raise RepositoryConfigError(f"{where}: expected a mapping, got "
-                                    f"{type(value).__name__} {_shown(value)}")
+        raise RepositoryConfigError(
+            f"{where}: expected a mapping, got {type(value).__name__} {_shown(value)}"
+        )
 
 
 def _shown(value: Any) -> str:

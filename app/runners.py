@@ -28,9 +28,13 @@ Tensors = dict[str, np.ndarray]
 class Runner(Protocol):
     """What the data plane awaits; inputs are already validated against the signature."""
 
-    async def submit(self, inputs: Tensors, *, timeout_s: float | None = None,
-                     client_gone: Callable[[], Awaitable[object]] | None = None
-                     ) -> Tensors: ...
+    async def submit(
+        self,
+        inputs: Tensors,
+        *,
+        timeout_s: float | None = None,
+        client_gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> Tensors: ...
 
     async def close(self, drain_timeout_s: float) -> None: ...
 
@@ -52,13 +56,19 @@ class UnbatchedRunner:
         self._idle.set()
         self._closed = False
 
-    async def submit(self, inputs: Tensors, *, timeout_s: float | None = None,
-                     client_gone: Callable[[], Awaitable[object]] | None = None) -> Tensors:
+    async def submit(
+        self,
+        inputs: Tensors,
+        *,
+        timeout_s: float | None = None,
+        client_gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> Tensors:
         """Like the batcher's: a deadline, and work still waiting for a thread is dropped when
         `client_gone` returns (watched only when every thread is busy)."""
         if self._closed:
-            raise Unavailable(f"model {self._servable.name!r} version "
-                              f"{self._servable.version} is unloading")
+            raise Unavailable(
+                f"model {self._servable.name!r} version {self._servable.version} is unloading"
+            )
         busy = self._in_flight >= self._threads
         self._in_flight += 1
         self._idle.clear()
@@ -67,8 +77,9 @@ class UnbatchedRunner:
             work = loop.run_in_executor(self._executor, self._servable.predict, inputs)
             if timeout_s is None and not (busy and client_gone is not None):
                 return await work
-            return await _first_of(work, timeout_s, client_gone if busy else None,
-                                   self._servable.name)
+            return await _first_of(
+                work, timeout_s, client_gone if busy else None, self._servable.name
+            )
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
@@ -80,15 +91,22 @@ class UnbatchedRunner:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=drain_timeout_s)
         except TimeoutError:
-            log.warning("%s version %d: %d calls still running after %.1f s drain",
-                        self._servable.name, self._servable.version, self._in_flight,
-                        drain_timeout_s)
+            log.warning(
+                "%s version %d: %d calls still running after %.1f s drain",
+                self._servable.name,
+                self._servable.version,
+                self._in_flight,
+                drain_timeout_s,
+            )
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-async def _first_of(work: asyncio.Future[Tensors], timeout_s: float | None,
-                    client_gone: Callable[[], Awaitable[object]] | None,
-                    model: str) -> Tensors:
+async def _first_of(
+    work: asyncio.Future[Tensors],
+    timeout_s: float | None,
+    client_gone: Callable[[], Awaitable[object]] | None,
+    model: str,
+) -> Tensors:
     """`work`'s result, unless the deadline passes or the client goes first (then the work is
     cancelled: dropped if it has not started; a running call's result is discarded)."""
     waiters: set[asyncio.Future[object]] = {work}  # type: ignore[arg-type]
@@ -96,8 +114,9 @@ async def _first_of(work: asyncio.Future[Tensors], timeout_s: float | None,
     if gone is not None:
         waiters.add(gone)
     try:
-        done, _ = await asyncio.wait(waiters, timeout=timeout_s,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
     except asyncio.CancelledError:
         work.cancel()  # the caller was cancelled: drop the work if it has not started
         raise
@@ -112,8 +131,9 @@ async def _first_of(work: asyncio.Future[Tensors], timeout_s: float | None,
     raise DeadlineExceeded(f"model {model!r} did not answer within {timeout_s:g} s")
 
 
-def build_runner(servable: Servable, options: BatchingOptions,
-                 observer: BatchObserver | None = None) -> Runner:
+def build_runner(
+    servable: Servable, options: BatchingOptions, observer: BatchObserver | None = None
+) -> Runner:
     """The dynamic batcher when batching is enabled and available, else the unbatched runner.
 
     `observer` (metrics) sees every batch the dynamic batcher runs.

@@ -62,16 +62,24 @@ def _spec_from_tf(name: str, tf_spec: Any) -> TensorSpec:
         raise ModelLoadError(f"signature tensor {name!r} has an unknown rank; not supported")
     dtype = tf_spec.dtype
     numpy_dtype = STRING_DTYPE if dtype.name == "string" else np.dtype(dtype.as_numpy_dtype)
-    return TensorSpec(name=name, dtype=numpy_dtype, tf_dtype=dtype.name,
-                      shape=tuple(tf_spec.shape.as_list()))
+    return TensorSpec(
+        name=name, dtype=numpy_dtype, tf_dtype=dtype.name, shape=tuple(tf_spec.shape.as_list())
+    )
 
 
 class Servable:
     """A loaded version. Build it with `Servable.load`; `predict` may be called from any thread."""
 
-    def __init__(self, name: str, version: int, path: Path, metadata: dict[str, Any],
-                 saved_model: Any, function: Any,
-                 warmup_limits: WarmupLimits | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        path: Path,
+        metadata: dict[str, Any],
+        saved_model: Any,
+        function: Any,
+        warmup_limits: WarmupLimits | None = None,
+    ) -> None:
         self.name = name
         self.version = version
         self.path = path
@@ -95,8 +103,14 @@ class Servable:
         self.load_seconds = 0.0
 
     @classmethod
-    def load(cls, name: str, version: int, path: Path, warm_up: bool = True,
-             warmup_limits: WarmupLimits | None = None) -> Servable:
+    def load(
+        cls,
+        name: str,
+        version: int,
+        path: Path,
+        warm_up: bool = True,
+        warmup_limits: WarmupLimits | None = None,
+    ) -> Servable:
         """Load the SavedModel at `path`, read its signature and (by default) warm it up.
 
         Every failure becomes a `ModelLoadError` whose message is what model status reports; it
@@ -112,23 +126,29 @@ class Servable:
             metadata = read_metadata(path)
             saved_model = tf.saved_model.load(str(path))
         except Exception as exc:  # TF raises many types for unreadable models
-            raise ModelLoadError(f"cannot load SavedModel of {name} version {version}: "
-                                 f"{_first_line(exc)}") from exc
+            raise ModelLoadError(
+                f"cannot load SavedModel of {name} version {version}: {_first_line(exc)}"
+            ) from exc
         signatures = getattr(saved_model, "signatures", {})
         if SERVING_SIGNATURE not in signatures:
-            raise ModelLoadError(f"SavedModel of {name} version {version} has no "
-                                 f"{SERVING_SIGNATURE!r} signature (it has {sorted(signatures)})")
-        servable = cls(name, version, path, metadata, saved_model, signatures[SERVING_SIGNATURE],
-                       warmup_limits)
+            raise ModelLoadError(
+                f"SavedModel of {name} version {version} has no "
+                f"{SERVING_SIGNATURE!r} signature (it has {sorted(signatures)})"
+            )
+        servable = cls(
+            name, version, path, metadata, saved_model, signatures[SERVING_SIGNATURE], warmup_limits
+        )
         if warm_up:
             try:
                 servable.warm_up()
             except Exception as exc:
-                raise ModelLoadError(f"warm-up of {name} version {version} failed: "
-                                     f"{_first_line(exc)}") from exc
+                raise ModelLoadError(
+                    f"warm-up of {name} version {version} failed: {_first_line(exc)}"
+                ) from exc
         servable.load_seconds = time.perf_counter() - started
-        log.info("loaded %s version %d from %s in %.2f s", name, version, path,
-                 servable.load_seconds)
+        log.info(
+            "loaded %s version %d from %s in %.2f s", name, version, path, servable.load_seconds
+        )
         return servable
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -143,8 +163,9 @@ class Servable:
         try:
             result = self._function(**inputs)
         except tf.errors.InvalidArgumentError as exc:
-            raise InvalidInput(f"model {self.name!r} version {self.version} rejected the "
-                               f"input: {_first_line(exc)}") from exc
+            raise InvalidInput(
+                f"model {self.name!r} version {self.version} rejected the input: {_first_line(exc)}"
+            ) from exc
         return {key: value.numpy() for key, value in result.items()}
 
     def warm_up(self) -> None:
@@ -153,16 +174,19 @@ class Servable:
         The requests come from TF Serving's `assets.extra/tf_serving_warmup_requests` when the
         version ships one (`app.warmup`), else from generated inputs.
         """
-        for inputs in (read_warmup_requests(self.path, self.warmup_limits)
-                       or self.warmup_inputs()):
+        for inputs in read_warmup_requests(self.path, self.warmup_limits) or self.warmup_inputs():
             self.predict(inputs)
 
     def warmup_inputs(self) -> list[dict[str, np.ndarray]]:
         """Zero-filled inputs of batch sizes 1 and 2 matching the signature."""
         return [
-            {key: np.zeros(_concrete_shape(spec, batch), dtype=spec.dtype if not spec.is_string
-                           else np.dtype("S1"))
-             for key, spec in self.inputs.items()}
+            {
+                key: np.zeros(
+                    _concrete_shape(spec, batch),
+                    dtype=spec.dtype if not spec.is_string else np.dtype("S1"),
+                )
+                for key, spec in self.inputs.items()
+            }
             for batch in (1, 2)
         ]
 

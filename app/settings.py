@@ -45,10 +45,14 @@ def read_token_file(path: Path, allow_empty: bool = False) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise TokenFileError(f"cannot read token file {str(path)!r}: "
-                             f"{getattr(exc, 'strerror', None) or exc}") from exc
-    tokens = [line.strip() for line in text.splitlines()
-              if line.strip() and not line.lstrip().startswith("#")]
+        raise TokenFileError(
+            f"cannot read token file {str(path)!r}: {getattr(exc, 'strerror', None) or exc}"
+        ) from exc
+    tokens = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not tokens and not allow_empty:
         raise TokenFileError(f"token file {str(path)!r} holds no token")
     return tokens
@@ -58,7 +62,9 @@ class Settings(BaseSettings):
     """Everything the service can be told at start; see `python -m app --help`."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="ignore",
         protected_namespaces=(),
     )
 
@@ -143,15 +149,21 @@ class Settings(BaseSettings):
 
     def tensor_limits(self) -> TensorLimits:
         """The tensor bounds every transport applies (`app.limits`)."""
-        return TensorLimits(max_rank=self.max_tensor_rank,
-                            max_tensor_elements=self.max_tensor_elements,
-                            max_request_elements=self.max_request_elements)
+        return TensorLimits(
+            max_rank=self.max_tensor_rank,
+            max_tensor_elements=self.max_tensor_elements,
+            max_request_elements=self.max_request_elements,
+        )
 
     def image_limits(self) -> ImageLimits:
         """The bounds on uploaded pictures (`app.tasks.images`)."""
-        return ImageLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels,
-                           max_side=self.max_image_side, max_aspect=self.max_image_aspect,
-                           max_decode_bytes=self.max_image_decode_bytes)
+        return ImageLimits(
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
+            max_side=self.max_image_side,
+            max_aspect=self.max_image_aspect,
+            max_decode_bytes=self.max_image_decode_bytes,
+        )
 
     def repository_config_path(self) -> Path:
         """The config file in force: the option, or `config.yaml` in the repository."""

@@ -69,33 +69,59 @@ def _message_classes() -> tuple[Any, Any]:
         log_descriptor = pool.FindMessageTypeByName(f"{_PACKAGE}.PredictionLog")
     except KeyError:
         proto = descriptor_pb2.FileDescriptorProto(
-            name="kerasserve/warmup_prediction_log.proto", package=_PACKAGE, syntax="proto3",
-            dependency=[tensor_pb2.DESCRIPTOR.name])
+            name="kerasserve/warmup_prediction_log.proto",
+            package=_PACKAGE,
+            syntax="proto3",
+            dependency=[tensor_pb2.DESCRIPTOR.name],
+        )
         field = descriptor_pb2.FieldDescriptorProto
         optional, repeated = field.LABEL_OPTIONAL, field.LABEL_REPEATED
         request = proto.message_type.add(name="PredictRequest")
         entry = request.nested_type.add(name="InputsEntry")
         entry.options.map_entry = True
         entry.field.add(name="key", number=1, label=optional, type=field.TYPE_STRING)
-        entry.field.add(name="value", number=2, label=optional, type=field.TYPE_MESSAGE,
-                        type_name=".tensorflow.TensorProto")
-        request.field.add(name="inputs", number=2, label=repeated, type=field.TYPE_MESSAGE,
-                          type_name=f".{_PACKAGE}.PredictRequest.InputsEntry")
+        entry.field.add(
+            name="value",
+            number=2,
+            label=optional,
+            type=field.TYPE_MESSAGE,
+            type_name=".tensorflow.TensorProto",
+        )
+        request.field.add(
+            name="inputs",
+            number=2,
+            label=repeated,
+            type=field.TYPE_MESSAGE,
+            type_name=f".{_PACKAGE}.PredictRequest.InputsEntry",
+        )
         predict_log = proto.message_type.add(name="PredictLog")
-        predict_log.field.add(name="request", number=1, label=optional,
-                              type=field.TYPE_MESSAGE, type_name=f".{_PACKAGE}.PredictRequest")
+        predict_log.field.add(
+            name="request",
+            number=1,
+            label=optional,
+            type=field.TYPE_MESSAGE,
+            type_name=f".{_PACKAGE}.PredictRequest",
+        )
         log = proto.message_type.add(name="PredictionLog")
-        log.field.add(name="predict_log", number=_PREDICT_LOG_FIELD, label=optional,
-                      type=field.TYPE_MESSAGE, type_name=f".{_PACKAGE}.PredictLog")
+        log.field.add(
+            name="predict_log",
+            number=_PREDICT_LOG_FIELD,
+            label=optional,
+            type=field.TYPE_MESSAGE,
+            type_name=f".{_PACKAGE}.PredictLog",
+        )
         pool.Add(proto)
         log_descriptor = pool.FindMessageTypeByName(f"{_PACKAGE}.PredictionLog")
     request_descriptor = pool.FindMessageTypeByName(f"{_PACKAGE}.PredictRequest")
-    return (message_factory.GetMessageClass(log_descriptor),
-            message_factory.GetMessageClass(request_descriptor))
+    return (
+        message_factory.GetMessageClass(log_descriptor),
+        message_factory.GetMessageClass(request_descriptor),
+    )
 
 
-def read_warmup_requests(version_path: Path, limits: WarmupLimits | None = None
-                         ) -> list[dict[str, np.ndarray]] | None:
+def read_warmup_requests(
+    version_path: Path, limits: WarmupLimits | None = None
+) -> list[dict[str, np.ndarray]] | None:
     """The version's warm-up requests as input arrays; `None` when it ships no warm-up file."""
     limits = limits or WarmupLimits()
     path = warmup_file(version_path)
@@ -116,16 +142,24 @@ def read_warmup_requests(version_path: Path, limits: WarmupLimits | None = None
         for index, record in enumerate(tf.data.TFRecordDataset(str(path))):
             log = prediction_log_class.FromString(record.numpy())
             if not log.HasField("predict_log") or not log.predict_log.request.inputs:
-                raise WarmupFileError(f"{_FILE_NAME}: record {index} is not a predict log with "
-                                      "inputs (only predict warm-up requests are supported)")
-            requests.append({key: tf.make_ndarray(tensor)
-                             for key, tensor in log.predict_log.request.inputs.items()})
+                raise WarmupFileError(
+                    f"{_FILE_NAME}: record {index} is not a predict log with "
+                    "inputs (only predict warm-up requests are supported)"
+                )
+            requests.append(
+                {
+                    key: tf.make_ndarray(tensor)
+                    for key, tensor in log.predict_log.request.inputs.items()
+                }
+            )
     except (tf.errors.OpError, ValueError, TypeError) as exc:
         if isinstance(exc, WarmupFileError):
             raise
         detail = str(getattr(exc, "message", "") or exc).strip().splitlines()
-        raise WarmupFileError(f"{_FILE_NAME}: not a TFRecord file of PredictionLog: "
-                              f"{type(exc).__name__}: {detail[0] if detail else ''}") from exc
+        raise WarmupFileError(
+            f"{_FILE_NAME}: not a TFRecord file of PredictionLog: "
+            f"{type(exc).__name__}: {detail[0] if detail else ''}"
+        ) from exc
     if not requests:
         raise WarmupFileError(f"{_FILE_NAME} holds no records")
     return requests
@@ -141,26 +175,34 @@ def check_record_framing(path: Path, limits: WarmupLimits) -> int:
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
             if size > limits.max_bytes:
-                raise WarmupFileError(f"{_FILE_NAME} is {size} bytes, over the limit of "
-                                      f"{limits.max_bytes} (--warmup-max-bytes)")
+                raise WarmupFileError(
+                    f"{_FILE_NAME} is {size} bytes, over the limit of "
+                    f"{limits.max_bytes} (--warmup-max-bytes)"
+                )
             offset = records = 0
             while offset < size:
                 header = file.read(_RECORD_HEADER.size)
                 if len(header) < _RECORD_HEADER.size:
-                    raise WarmupFileError(f"{_FILE_NAME}: not a TFRecord file of "
-                                          f"PredictionLog (truncated: record {records} has "
-                                          "an incomplete header)")
+                    raise WarmupFileError(
+                        f"{_FILE_NAME}: not a TFRecord file of "
+                        f"PredictionLog (truncated: record {records} has "
+                        "an incomplete header)"
+                    )
                 length, _ = _RECORD_HEADER.unpack(header)
                 end = offset + _RECORD_HEADER.size + length + _RECORD_FOOTER_BYTES
                 if end > size:
-                    raise WarmupFileError(f"{_FILE_NAME}: not a TFRecord file of "
-                                          f"PredictionLog (truncated or corrupt: record "
-                                          f"{records} declares {length} bytes, the file has "
-                                          f"{size - offset - _RECORD_HEADER.size} left)")
+                    raise WarmupFileError(
+                        f"{_FILE_NAME}: not a TFRecord file of "
+                        f"PredictionLog (truncated or corrupt: record "
+                        f"{records} declares {length} bytes, the file has "
+                        f"{size - offset - _RECORD_HEADER.size} left)"
+                    )
                 records += 1
                 if records > limits.max_records:
-                    raise WarmupFileError(f"{_FILE_NAME} holds more than {limits.max_records} "
-                                          "records (--warmup-max-records)")
+                    raise WarmupFileError(
+                        f"{_FILE_NAME} holds more than {limits.max_records} "
+                        "records (--warmup-max-records)"
+                    )
                 offset = file.seek(end)
     except OSError as exc:
         raise WarmupFileError(f"{_FILE_NAME} cannot be read: {exc.strerror or exc}") from exc

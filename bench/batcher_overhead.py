@@ -40,8 +40,9 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) * 1000.0
 
 
-async def _drive(call: Call, make_input: Callable[[int], Tensors], concurrency: int,
-                 duration_s: float) -> dict[str, float]:
+async def _drive(
+    call: Call, make_input: Callable[[int], Tensors], concurrency: int, duration_s: float
+) -> dict[str, float]:
     """`concurrency` closed-loop clients for `duration_s`; requests/s and latency in ms."""
     latencies: list[float] = []
     stop_at = time.perf_counter() + duration_s
@@ -64,13 +65,17 @@ async def _drive(call: Call, make_input: Callable[[int], Tensors], concurrency: 
 def _summary(latencies: list[float], elapsed_s: float, cpu_s: float) -> dict[str, float]:
     """Requests/s, latency percentiles, and process CPU time per request: the CPU figure is
     what the batcher itself costs even when other jobs on the machine make wall time noisy."""
-    return {"req_per_s": len(latencies) / elapsed_s, "p50_ms": _percentile(latencies, 50),
-            "p99_ms": _percentile(latencies, 99),
-            "cpu_us_per_req": cpu_s / max(len(latencies), 1) * 1e6}
+    return {
+        "req_per_s": len(latencies) / elapsed_s,
+        "p50_ms": _percentile(latencies, 50),
+        "p99_ms": _percentile(latencies, 99),
+        "cpu_us_per_req": cpu_s / max(len(latencies), 1) * 1e6,
+    }
 
 
-def _direct(servable: ServableLike, make_input: Callable[[int], Tensors],
-            duration_s: float) -> dict[str, float]:
+def _direct(
+    servable: ServableLike, make_input: Callable[[int], Tensors], duration_s: float
+) -> dict[str, float]:
     """The limit: `servable.predict` called in this thread, one request after the other."""
     latencies: list[float] = []
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -88,17 +93,20 @@ def _direct(servable: ServableLike, make_input: Callable[[int], Tensors],
 def _executor_call(servable: ServableLike, pool: ThreadPoolExecutor) -> Call:
     async def call(inputs: Tensors) -> Tensors:
         return await asyncio.get_running_loop().run_in_executor(pool, servable.predict, inputs)
+
     return call
 
 
 def _median_of(rounds: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
-    return {name: {key: round(statistics.median(r[key] for r in results), 3)
-                   for key in results[0]}
-            for name, results in rounds.items()}
+    return {
+        name: {key: round(statistics.median(r[key] for r in results), 3) for key in results[0]}
+        for name, results in rounds.items()
+    }
 
 
-async def _compare(variants: dict[str, Callable[[], Awaitable[dict[str, float]]]],
-                   rounds: int) -> dict[str, dict[str, float]]:
+async def _compare(
+    variants: dict[str, Callable[[], Awaitable[dict[str, float]]]], rounds: int
+) -> dict[str, dict[str, float]]:
     results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, measure in variants.items():
@@ -115,8 +123,10 @@ async def mnist_section(servable: Servable, duration_s: float, rounds: int) -> d
 
     small_pool = ThreadPoolExecutor(2, thread_name_prefix="unbatched")
     default_pool = ThreadPoolExecutor(32, thread_name_prefix="tutorial")  # asyncio's on 32 cores
-    batchers = {threads: DynamicBatcher(servable, BatchingOptions(inference_threads=threads))
-                for threads in (1, 2)}
+    batchers = {
+        threads: DynamicBatcher(servable, BatchingOptions(inference_threads=threads))
+        for threads in (1, 2)
+    }
     unbatched_small = _executor_call(servable, small_pool)
     unbatched_default = _executor_call(servable, default_pool)
 
@@ -126,18 +136,24 @@ async def mnist_section(servable: Servable, duration_s: float, rounds: int) -> d
     def driven(call: Call, concurrency: int) -> Callable[[], Awaitable[dict[str, float]]]:
         return lambda: _drive(call, one_row, concurrency, duration_s)
 
-    concurrency_1 = await _compare({
-        "direct predict": direct,
-        "unbatched (2-thread pool)": driven(unbatched_small, 1),
-        "batcher (1 thread)": driven(batchers[1].submit, 1),
-        "batcher (2 threads)": driven(batchers[2].submit, 1),
-    }, rounds)
-    concurrency_32 = await _compare({
-        "unbatched (32-thread pool)": driven(unbatched_default, 32),
-        "unbatched (2-thread pool)": driven(unbatched_small, 32),
-        "batcher (1 thread)": driven(batchers[1].submit, 32),
-        "batcher (2 threads)": driven(batchers[2].submit, 32),
-    }, rounds)
+    concurrency_1 = await _compare(
+        {
+            "direct predict": direct,
+            "unbatched (2-thread pool)": driven(unbatched_small, 1),
+            "batcher (1 thread)": driven(batchers[1].submit, 1),
+            "batcher (2 threads)": driven(batchers[2].submit, 1),
+        },
+        rounds,
+    )
+    concurrency_32 = await _compare(
+        {
+            "unbatched (32-thread pool)": driven(unbatched_default, 32),
+            "unbatched (2-thread pool)": driven(unbatched_small, 32),
+            "batcher (1 thread)": driven(batchers[1].submit, 32),
+            "batcher (2 threads)": driven(batchers[2].submit, 32),
+        },
+        rounds,
+    )
     for batcher in batchers.values():
         await batcher.close(5)
     small_pool.shutdown()
@@ -146,13 +162,21 @@ async def mnist_section(servable: Servable, duration_s: float, rounds: int) -> d
     direct_p50 = concurrency_1["direct predict"]["p50_ms"]
     base_cpu = concurrency_1["unbatched (2-thread pool)"]["cpu_us_per_req"]
     direct_cpu = concurrency_1["direct predict"]["cpu_us_per_req"]
-    added = {name: {"p50_vs_direct_us": round((r["p50_ms"] - direct_p50) * 1000, 1),
-                    "p50_vs_unbatched_us": round((r["p50_ms"] - base) * 1000, 1),
-                    "cpu_vs_direct_us": round(r["cpu_us_per_req"] - direct_cpu, 1),
-                    "cpu_vs_unbatched_us": round(r["cpu_us_per_req"] - base_cpu, 1)}
-             for name, r in concurrency_1.items() if name.startswith("batcher")}
-    return {"concurrency_1": concurrency_1, "batcher_added": added,
-            "concurrency_32": concurrency_32}
+    added = {
+        name: {
+            "p50_vs_direct_us": round((r["p50_ms"] - direct_p50) * 1000, 1),
+            "p50_vs_unbatched_us": round((r["p50_ms"] - base) * 1000, 1),
+            "cpu_vs_direct_us": round(r["cpu_us_per_req"] - direct_cpu, 1),
+            "cpu_vs_unbatched_us": round(r["cpu_us_per_req"] - base_cpu, 1),
+        }
+        for name, r in concurrency_1.items()
+        if name.startswith("batcher")
+    }
+    return {
+        "concurrency_1": concurrency_1,
+        "batcher_added": added,
+        "concurrency_32": concurrency_32,
+    }
 
 
 async def ocr_section(servable: Servable, duration_s: float, rounds: int) -> dict[str, object]:
@@ -172,8 +196,13 @@ async def ocr_section(servable: Servable, duration_s: float, rounds: int) -> dic
         "group widths (ratio 2)": BatchingOptions(group_widths=True, max_pad_ratio=2.0),
     }
     batchers = {name: DynamicBatcher(servable, options) for name, options in variants.items()}
-    result = await _compare({name: (lambda b=b: _drive(b.submit, strip, 32, duration_s))
-                             for name, b in batchers.items()}, rounds)
+    result = await _compare(
+        {
+            name: (lambda b=b: _drive(b.submit, strip, 32, duration_s))
+            for name, b in batchers.items()
+        },
+        rounds,
+    )
     for batcher in batchers.values():
         await batcher.close(5)
     return {"concurrency_32_random_widths": result}
@@ -208,11 +237,14 @@ async def machinery_section(duration_s: float, rounds: int) -> dict[str, object]
     async def direct() -> dict[str, float]:
         return _direct(servable, lambda _: image, duration_s)
 
-    result = await _compare({
-        "direct predict": direct,
-        "unbatched (2-thread pool)": lambda: _drive(unbatched, lambda _: image, 1, duration_s),
-        "batcher (2 threads)": lambda: _drive(batcher.submit, lambda _: image, 1, duration_s),
-    }, rounds)
+    result = await _compare(
+        {
+            "direct predict": direct,
+            "unbatched (2-thread pool)": lambda: _drive(unbatched, lambda _: image, 1, duration_s),
+            "batcher (2 threads)": lambda: _drive(batcher.submit, lambda _: image, 1, duration_s),
+        },
+        rounds,
+    )
     await batcher.close(5)
     pool.shutdown()
     return {"concurrency_1_echo": result}
@@ -233,7 +265,8 @@ def main() -> None:
     args = parser.parse_args()
     report: dict[str, object] = {
         "machinery": asyncio.run(machinery_section(args.duration, args.rounds)),
-        "mnist": asyncio.run(mnist_section(_load(args.model), args.duration, args.rounds))}
+        "mnist": asyncio.run(mnist_section(_load(args.model), args.duration, args.rounds)),
+    }
     if args.ocr is not None:
         report["ocr"] = asyncio.run(ocr_section(_load(args.ocr), args.duration, args.rounds))
     text = json.dumps(report, indent=2)

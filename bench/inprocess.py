@@ -18,8 +18,9 @@ from bench.payloads import model_input
 from bench.servers.savedmodel import load_signature
 
 
-def measure(model_dir: str, model: str, batch_sizes: list[int], seconds: float,
-            ocr_width: int) -> list[dict[str, float]]:
+def measure(
+    model_dir: str, model: str, batch_sizes: list[int], seconds: float, ocr_width: int
+) -> list[dict[str, float]]:
     """Per batch size: median call time and rows per second over `seconds` of back-to-back calls."""
     predict_rows = load_signature(model_dir)
     results = []
@@ -34,13 +35,15 @@ def measure(model_dir: str, model: str, batch_sizes: list[int], seconds: float,
             predict_rows(image)
             durations.append(time.perf_counter() - call_started)
         elapsed = time.perf_counter() - started
-        results.append({
-            "batch_size": batch_size,
-            "calls": len(durations),
-            "median_ms": round(statistics.median(durations) * 1000, 3),
-            "calls_per_s": round(len(durations) / elapsed, 1),
-            "rows_per_s": round(len(durations) * batch_size / elapsed, 1),
-        })
+        results.append(
+            {
+                "batch_size": batch_size,
+                "calls": len(durations),
+                "median_ms": round(statistics.median(durations) * 1000, 3),
+                "calls_per_s": round(len(durations) / elapsed, 1),
+                "rows_per_s": round(len(durations) * batch_size / elapsed, 1),
+            }
+        )
     return results
 
 
@@ -53,9 +56,15 @@ def main() -> None:
     parser.add_argument("--ocr-width", type=int, default=140)
     args = parser.parse_args()
     sizes = [int(size) for size in args.batch_sizes.split(",")]
-    print(json.dumps({"model": args.model, "model_dir": args.model_dir,
-                      "results": measure(args.model_dir, args.model, sizes, args.seconds,
-                                         args.ocr_width)}))
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "model_dir": args.model_dir,
+                "results": measure(args.model_dir, args.model, sizes, args.seconds, args.ocr_width),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -93,20 +93,29 @@ def run_wrk(
 ) -> LoadResult:
     """Run wrk for `duration_s` at `concurrency` open connections (one thread)."""
     command = [
-        require_wrk(), "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s",
-        f"--timeout={round(timeout_s)}s", "-s", str(LUA_SCRIPT), base_url + payload.path, "--",
-        str(body_file), payload.content_type,
+        require_wrk(),
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{max(1, round(duration_s))}s",
+        f"--timeout={round(timeout_s)}s",
+        "-s",
+        str(LUA_SCRIPT),
+        base_url + payload.path,
+        "--",
+        str(body_file),
+        payload.content_type,
         "" if payload.header_length is None else str(payload.header_length),
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    finished = subprocess.run(command, capture_output=True, text=True,
-                              timeout=duration_s + timeout_s + 30)
+    finished = subprocess.run(
+        command, capture_output=True, text=True, timeout=duration_s + timeout_s + 30
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     line = next((ln for ln in finished.stdout.splitlines() if ln.startswith(RESULT_MARKER)), None)
     if line is None:
         raise LoadGeneratorError(f"wrk printed no result: {finished.stdout}{finished.stderr}")
-    raw = json.loads(line[len(RESULT_MARKER):])
+    raw = json.loads(line[len(RESULT_MARKER) :])
     duration = raw["duration_us"] / 1e6
     return LoadResult(
         requests=raw["requests"],
@@ -117,7 +126,9 @@ def run_wrk(
         p99_ms=raw["p99_us"] / 1000,
         max_ms=raw["latency_max_us"] / 1000,
         status_errors=raw["status_errors"],
-        socket_errors=raw["connect_errors"] + raw["read_errors"] + raw["write_errors"]
+        socket_errors=raw["connect_errors"]
+        + raw["read_errors"]
+        + raw["write_errors"]
         + raw["timeouts"],
         loadgen_cpu_s=round(cpu_s, 3),
     )
@@ -134,13 +145,24 @@ def run_h2load(
     """Run h2load for `duration_s` at `concurrency` connections, one gRPC call in flight each."""
     log_file = body_file.with_suffix(f".c{concurrency}.h2log")
     command = [
-        require_h2load(), "-t1", f"-c{concurrency}", "-m1", f"-D{max(1, round(duration_s))}",
-        "-d", str(body_file), "-H", f"content-type: {payload.content_type}",
-        "-H", "te: trailers", f"--log-file={log_file}", base_url + payload.path,
+        require_h2load(),
+        "-t1",
+        f"-c{concurrency}",
+        "-m1",
+        f"-D{max(1, round(duration_s))}",
+        "-d",
+        str(body_file),
+        "-H",
+        f"content-type: {payload.content_type}",
+        "-H",
+        "te: trailers",
+        f"--log-file={log_file}",
+        base_url + payload.path,
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    finished = subprocess.run(command, capture_output=True, text=True,
-                              timeout=duration_s + timeout_s + 30)
+    finished = subprocess.run(
+        command, capture_output=True, text=True, timeout=duration_s + timeout_s + 30
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     try:

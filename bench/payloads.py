@@ -78,12 +78,20 @@ def build_payload(protocol: Protocol, model: str, rows: int, ocr_width: int = 14
     image = model_input(model, rows, ocr_width)
     shape = list(image.shape)
     if protocol == "grpc":
-        return Payload(protocol, model, rows, GRPC_INFER_PATH, GRPC_CONTENT_TYPE,
-                       grpc_frame(model_infer_request(model, image)), None)
+        return Payload(
+            protocol,
+            model,
+            rows,
+            GRPC_INFER_PATH,
+            GRPC_CONTENT_TYPE,
+            grpc_frame(model_infer_request(model, image)),
+            None,
+        )
     if protocol == "tfs":
         body = orjson.dumps({"instances": image}, option=orjson.OPT_SERIALIZE_NUMPY)
-        return Payload(protocol, model, rows, f"/v1/models/{model}:predict",
-                       "application/json", body, None)
+        return Payload(
+            protocol, model, rows, f"/v1/models/{model}:predict", "application/json", body, None
+        )
     path = f"/v2/models/{model}/infer"
     tensor: dict[str, object] = {"name": "image", "shape": shape, "datatype": "FP32"}
     if protocol == "v2json":
@@ -93,8 +101,9 @@ def build_payload(protocol: Protocol, model: str, rows: int, ocr_width: int = 14
     raw = image.astype("<f4").tobytes()
     tensor["parameters"] = {"binary_data_size": len(raw)}
     header = orjson.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}})
-    return Payload(protocol, model, rows, path, "application/octet-stream", header + raw,
-                   len(header))
+    return Payload(
+        protocol, model, rows, path, "application/octet-stream", header + raw, len(header)
+    )
 
 
 def model_infer_request(model: str, image: np.ndarray) -> bytes:

@@ -30,8 +30,12 @@ def free_port() -> int:
 
 
 def http_request(
-    port: int, method: str, path: str, body: bytes | None = None,
-    headers: dict[str, str] | None = None, timeout_s: float = 30.0,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 30.0,
 ) -> tuple[int, bytes]:
     """One request on a fresh connection: (status, body); (0, b"") when nothing answers."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
@@ -79,20 +83,26 @@ class ServerProcess:
         log = self.log_path.open("wb")
         started = time.perf_counter()
         self.process = subprocess.Popen(
-            self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
-            env={**os.environ, **self.env}, start_new_session=True,
+            self.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.cwd,
+            env={**os.environ, **self.env},
+            start_new_session=True,
         )
         log.close()
         deadline = started + ready_timeout_s
         pending = list(self.ready_paths)
         while pending:
             if self.process.poll() is not None:
-                raise ServerStartError(f"{self.name} exited with {self.process.returncode}: "
-                                       f"{self.log_tail()}")
+                raise ServerStartError(
+                    f"{self.name} exited with {self.process.returncode}: {self.log_tail()}"
+                )
             if time.perf_counter() > deadline:
                 self.stop()
-                raise ServerStartError(f"{self.name} not ready in {ready_timeout_s:.0f} s: "
-                                       f"{self.log_tail()}")
+                raise ServerStartError(
+                    f"{self.name} not ready in {ready_timeout_s:.0f} s: {self.log_tail()}"
+                )
             status, _ = http_request(self.port, "GET", pending[0], timeout_s=2.0)
             if status == 200:
                 pending.pop(0)
@@ -116,7 +126,7 @@ class ServerProcess:
                 continue
             with contextlib.suppress(OSError, IndexError, ValueError):
                 stat = (entry / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
+                fields = stat[stat.rindex(")") + 2 :].split()
                 if int(fields[3]) == self.process.pid and fields[0] != "Z":  # field 6: session
                     pids.append(int(entry.name))
         return pids
@@ -139,7 +149,7 @@ class ServerProcess:
         for pid in self.session_pids():
             with contextlib.suppress(OSError, ValueError, IndexError):
                 stat = Path(f"/proc/{pid}/stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
+                fields = stat[stat.rindex(")") + 2 :].split()
                 ticks += int(fields[11]) + int(fields[12])  # utime, stime
         return ticks / os.sysconf("SC_CLK_TCK")
 

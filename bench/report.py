@@ -16,8 +16,9 @@ def format_cell(point: dict[str, Any]) -> str:
     errors = point["status_errors"] + point["socket_errors"]
     if point["requests"] == 0:
         return "no request completed" + (f" · **{errors} errors**" if errors else "")
-    cell = (f"{point['requests_per_s']:,.0f} req/s · {point['p50_ms']:.1f} / "
-            f"{point['p99_ms']:.1f} ms")
+    cell = (
+        f"{point['requests_per_s']:,.0f} req/s · {point['p50_ms']:.1f} / {point['p99_ms']:.1f} ms"
+    )
     if point["rows"] > 1:
         cell += f" · {point['rows_per_s']:,.0f} rows/s"
     if errors:
@@ -30,17 +31,25 @@ def load_table(points: list[dict[str, Any]], concurrencies: list[int]) -> list[s
     grouped: dict[tuple[str, str, str, int], dict[int, dict[str, Any]]] = defaultdict(dict)
     for point in points:
         grouped[(point["system"], point["model"], point["protocol"], point["rows"])][
-            point["concurrency"]] = point
-    header = "| system | model | protocol | rows/request | " + " | ".join(
-        f"c={c}: req/s · p50 / p99" for c in concurrencies) + " | server CPU ms/req (c=32) |"
+            point["concurrency"]
+        ] = point
+    header = (
+        "| system | model | protocol | rows/request | "
+        + " | ".join(f"c={c}: req/s · p50 / p99" for c in concurrencies)
+        + " | server CPU ms/req (c=32) |"
+    )
     lines = [header, "|" + " --- |" * (5 + len(concurrencies))]
     for (system, model, protocol, rows), by_concurrency in grouped.items():
-        cells = [format_cell(by_concurrency[c]) if c in by_concurrency else "" for c in
-                 concurrencies]
+        cells = [
+            format_cell(by_concurrency[c]) if c in by_concurrency else "" for c in concurrencies
+        ]
         at_32 = by_concurrency.get(32, {})
         cpu = at_32.get("server_cpu_ms_per_request")
-        lines.append(f"| {system} | {model} | {protocol} | {rows} | " + " | ".join(cells)
-                     + f" | {'' if cpu is None else f'{cpu:.2f}'} |")
+        lines.append(
+            f"| {system} | {model} | {protocol} | {rows} | "
+            + " | ".join(cells)
+            + f" | {'' if cpu is None else f'{cpu:.2f}'} |"
+        )
     return lines
 
 
@@ -73,8 +82,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         idle, peak = system.get("memory_idle"), system.get("memory_peak")
         lines.append(
             f"| {name} | {system['status']} | {system.get('start_to_ready_s_median', '')} | "
-            + (f"{idle['rss_mib']} / {idle['pss_mib']}" if idle else "") + " | "
-            + (f"{peak['rss_mib']} / {peak['pss_mib']}" if peak else "") + " |")
+            + (f"{idle['rss_mib']} / {idle['pss_mib']}" if idle else "")
+            + " | "
+            + (f"{peak['rss_mib']} / {peak['pss_mib']}" if peak else "")
+            + " |"
+        )
     lines += [
         "",
         f"`import tensorflow` (fresh interpreter, median): {results.get('import_tensorflow_s')} s",
@@ -85,13 +97,22 @@ def render_markdown(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
     ]
     for row in results.get("inprocess", []):
-        lines.append(f"| {row['model']} | {row['batch_size']} | {row['median_ms']} | "
-                     f"{row['rows_per_s']:,.0f} |")
-    lines += ["", "## Targets (mnist, one row per request unless said)", "",
-              "| figure | target | measured (medians) | verdict |", "| --- | --- | --- | --- |"]
+        lines.append(
+            f"| {row['model']} | {row['batch_size']} | {row['median_ms']} | "
+            f"{row['rows_per_s']:,.0f} |"
+        )
+    lines += [
+        "",
+        "## Targets (mnist, one row per request unless said)",
+        "",
+        "| figure | target | measured (medians) | verdict |",
+        "| --- | --- | --- | --- |",
+    ]
     for target in results["targets"]:
-        lines.append(f"| {target['figure']} | {target['target']} | {target['measured']} | "
-                     f"{target['verdict']} |")
+        lines.append(
+            f"| {target['figure']} | {target['target']} | {target['measured']} | "
+            f"{target['verdict']} |"
+        )
     if results.get("notes"):
         lines += ["", "## Notes", "", *[f"- {note}" for note in results["notes"]]]
     return "\n".join(lines) + "\n"

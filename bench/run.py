@@ -58,14 +58,17 @@ def log(message: str) -> None:
     print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
 
 
-def scenarios_for(system: System, models: list[str], row_counts: list[int],
-                  protocols: set[str] | None = None) -> list[Scenario]:
+def scenarios_for(
+    system: System, models: list[str], row_counts: list[int], protocols: set[str] | None = None
+) -> list[Scenario]:
     """The sweep for one system: everything it speaks; extra service workers get mnist 1-row."""
     extra_workers = "@" in system.name
     return [
         Scenario(model, protocol, rows)
-        for model in models if model in system.models
-        for protocol in system.protocols if protocols is None or protocol in protocols
+        for model in models
+        if model in system.models
+        for protocol in system.protocols
+        if protocols is None or protocol in protocols
         for rows in row_counts
         if not (system.name == "naive" and rows > 1)  # 64 rows through pydantic: minutes
         and not (extra_workers and (model != "mnist" or rows > 1))
@@ -94,8 +97,9 @@ def probe_grpc(server: ServerProcess, payload: Payload) -> str | None:
 
 
 def latest_version(model_folder: Path) -> Path | None:
-    versions = [p for p in model_folder.iterdir() if p.name.isdigit()] if model_folder.is_dir() \
-        else []
+    versions = (
+        [p for p in model_folder.iterdir() if p.name.isdigit()] if model_folder.is_dir() else []
+    )
     return max(versions, key=lambda p: int(p.name)) if versions else None
 
 
@@ -107,17 +111,35 @@ def repository_models(repository: Path) -> tuple[str, ...]:
 
 def timed_import_tensorflow(python: str) -> float:
     started = time.perf_counter()
-    subprocess.run([python, "-c", "import tensorflow"], check=True, capture_output=True,
-                   timeout=300)
+    subprocess.run(
+        [python, "-c", "import tensorflow"], check=True, capture_output=True, timeout=300
+    )
     return time.perf_counter() - started
 
 
-def run_inprocess(python: str, model_dir: Path, model: str, seconds: float,
-                  ocr_width: int) -> list[dict[str, Any]]:
+def run_inprocess(
+    python: str, model_dir: Path, model: str, seconds: float, ocr_width: int
+) -> list[dict[str, Any]]:
     finished = subprocess.run(
-        [python, "-m", "bench.inprocess", "--model-dir", str(model_dir), "--model", model,
-         "--batch-sizes", "1,64", "--seconds", str(seconds), "--ocr-width", str(ocr_width)],
-        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+        [
+            python,
+            "-m",
+            "bench.inprocess",
+            "--model-dir",
+            str(model_dir),
+            "--model",
+            model,
+            "--batch-sizes",
+            "1,64",
+            "--seconds",
+            str(seconds),
+            "--ocr-width",
+            str(ocr_width),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
     )
     if finished.returncode != 0:
         raise RuntimeError(finished.stderr[-1500:])
@@ -143,7 +165,8 @@ class Benchmark:
     def payload(self, scenario: Scenario) -> Payload:
         if scenario not in self.payloads:
             self.payloads[scenario] = build_payload(
-                scenario.protocol, scenario.model, scenario.rows, self.args.ocr_width)
+                scenario.protocol, scenario.model, scenario.rows, self.args.ocr_width
+            )
         return self.payloads[scenario]
 
     def probe(self, server: ServerProcess, payload: Payload) -> str | None:
@@ -158,8 +181,9 @@ class Benchmark:
             return None
         return f"probe answered {status}: {body[:300].decode(errors='replace')}"
 
-    def measure_point(self, server: ServerProcess, scenario: Scenario, concurrency: int,
-                      round_number: int) -> dict[str, Any]:
+    def measure_point(
+        self, server: ServerProcess, scenario: Scenario, concurrency: int, round_number: int
+    ) -> dict[str, Any]:
         payload = self.payload(scenario)
         cpu_before = server.cpu_seconds()
         result = self.load(server, payload, concurrency, self.args.duration)
@@ -167,38 +191,61 @@ class Benchmark:
         memory = server.memory()
         server.wait_until_idle()  # a backlog left by this point must not slow the next one
         point = {
-            "system": server.name, "model": scenario.model, "protocol": scenario.protocol,
-            "rows": scenario.rows, "concurrency": concurrency, "round": round_number,
+            "system": server.name,
+            "model": scenario.model,
+            "protocol": scenario.protocol,
+            "rows": scenario.rows,
+            "concurrency": concurrency,
+            "round": round_number,
             **asdict(result),
             "rows_per_s": result.requests_per_s * scenario.rows,
             "server_cpu_s": round(server_cpu, 3),
             "server_cpu_ms_per_request": round(1000 * server_cpu / result.requests, 3)
-            if result.requests else None,
-            "rss_mib": memory.rss_mib, "pss_mib": memory.pss_mib,
+            if result.requests
+            else None,
+            "rss_mib": memory.rss_mib,
+            "pss_mib": memory.pss_mib,
         }
         with (self.raw / "points.jsonl").open("a") as raw_file:
             raw_file.write(json.dumps(point) + "\n")
-        log(f"  {server.name} {scenario.model} {scenario.protocol} rows={scenario.rows} "
+        log(
+            f"  {server.name} {scenario.model} {scenario.protocol} rows={scenario.rows} "
             f"c={concurrency}: {result.requests_per_s:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
             f"p99 {result.p99_ms:.2f} ms, errors {result.status_errors + result.socket_errors}, "
-            f"server CPU {server_cpu:.1f} s, load generator CPU {result.loadgen_cpu_s:.1f} s")
+            f"server CPU {server_cpu:.1f} s, load generator CPU {result.loadgen_cpu_s:.1f} s"
+        )
         return point
 
-    def load(self, server: ServerProcess, payload: Payload, concurrency: int,
-             seconds: float) -> LoadResult:
+    def load(
+        self, server: ServerProcess, payload: Payload, concurrency: int, seconds: float
+    ) -> LoadResult:
         """wrk for HTTP, h2load for gRPC (on the server's gRPC port)."""
         body = self.bodies.path_for(payload)
         if payload.protocol == "grpc":
-            return run_h2load(f"http://127.0.0.1:{server.grpc_port}", payload, body,
-                              concurrency, seconds)
+            return run_h2load(
+                f"http://127.0.0.1:{server.grpc_port}", payload, body, concurrency, seconds
+            )
         return run_wrk(f"http://127.0.0.1:{server.port}", payload, body, concurrency, seconds)
 
-    def run_system(self, system: System, options: SystemOptions,
-                   plan: list[tuple[Scenario, list[int]]], round_number: int) -> None:
+    def run_system(
+        self,
+        system: System,
+        options: SystemOptions,
+        plan: list[tuple[Scenario, list[int]]],
+        round_number: int,
+    ) -> None:
         """Start `system`, run `plan` (scenario -> concurrencies) against it, stop it."""
-        record = self.systems.setdefault(system.name, {
-            "description": system.description, "status": "ok", "start_to_ready_s": [],
-            "memory_idle": None, "memory_peak": None, "skipped": {}})
+        record = self.systems.setdefault(
+            system.name,
+            {
+                "description": system.description,
+                "status": "ok",
+                "start_to_ready_s": [],
+                "memory_idle": None,
+                "memory_peak": None,
+                "skipped": {},
+            },
+        )
         if system.unavailable:
             record["status"] = f"not run: {system.unavailable}"
             log(f"{system.name}: not run: {system.unavailable}")
@@ -216,13 +263,16 @@ class Benchmark:
             memory = server.memory()
             if record["memory_idle"] is None:
                 record["memory_idle"] = asdict(memory)
-            log(f"{system.name}: ready in {ready_s:.2f} s, {memory.pss_mib} MiB PSS "
-                f"({memory.processes} processes)")
+            log(
+                f"{system.name}: ready in {ready_s:.2f} s, {memory.pss_mib} MiB PSS "
+                f"({memory.processes} processes)"
+            )
             for scenario, concurrencies in plan:
                 problem = self.probe(server, self.payload(scenario))
                 if problem:
-                    record["skipped"][f"{scenario.model}/{scenario.protocol}/{scenario.rows}"] = \
+                    record["skipped"][f"{scenario.model}/{scenario.protocol}/{scenario.rows}"] = (
                         problem
+                    )
                     log(f"  {system.name} {scenario}: skipped, {problem[:200]}")
                     continue
                 if self.args.warmup > 0:
@@ -235,28 +285,43 @@ class Benchmark:
                         continue
                     self.points.append(point)
                     peak = record["memory_peak"] or {"pss_mib": 0.0, "rss_mib": 0.0}
-                    record["memory_peak"] = {"pss_mib": max(peak["pss_mib"], point["pss_mib"]),
-                                             "rss_mib": max(peak["rss_mib"], point["rss_mib"])}
+                    record["memory_peak"] = {
+                        "pss_mib": max(peak["pss_mib"], point["pss_mib"]),
+                        "rss_mib": max(peak["rss_mib"], point["rss_mib"]),
+                    }
         finally:
             server.stop()
 
     def lookup(self, key: PointKey, metric: str) -> float | None:
-        values = [p[metric] for p in self.points
-                  if (p["system"], p["model"], p["protocol"], p["rows"], p["concurrency"]) == key]
+        values = [
+            p[metric]
+            for p in self.points
+            if (p["system"], p["model"], p["protocol"], p["rows"], p["concurrency"]) == key
+        ]
         return median_or_none(values)
 
     def median_points(self) -> list[dict[str, Any]]:
         """One entry per point key: medians of numeric metrics over the rounds that ran it."""
         grouped: dict[PointKey, list[dict[str, Any]]] = defaultdict(list)
         for point in self.points:
-            grouped[(point["system"], point["model"], point["protocol"], point["rows"],
-                     point["concurrency"])].append(point)
+            grouped[
+                (
+                    point["system"],
+                    point["model"],
+                    point["protocol"],
+                    point["rows"],
+                    point["concurrency"],
+                )
+            ].append(point)
         merged = []
         for runs in grouped.values():
             entry = dict(runs[0])
             for metric, value in runs[0].items():
-                if isinstance(value, int | float) and metric not in ("rows", "concurrency",
-                                                                      "round"):
+                if isinstance(value, int | float) and metric not in (
+                    "rows",
+                    "concurrency",
+                    "round",
+                ):
                     entry[metric] = statistics.median(run[metric] for run in runs)
             entry["rounds"] = len(runs)
             del entry["round"]
@@ -266,8 +331,9 @@ class Benchmark:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 3 s per point, 0.5 s warm-up, 1 round")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 3 s per point, 0.5 s warm-up, 1 round"
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
     parser.add_argument("--duration", type=float, default=None, help="seconds per point (10)")
     parser.add_argument("--warmup", type=float, default=None, help="seconds per scenario (1)")
@@ -275,21 +341,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,8,32,128")
     parser.add_argument("--rows", default="1,64", help="rows per request")
     parser.add_argument("--models", default="mnist,ocr", help="service models to load-test")
-    parser.add_argument("--protocols", default="tfs,v2json,v2bin,grpc",
-                        help="which protocols to send (comma list; grpc needs h2load)")
-    parser.add_argument("--systems", default="service,unbatched,naive,pytriton,mlserver",
-                        help="which systems to run (comma list)")
-    parser.add_argument("--service-workers", default="1,2",
-                        help="uvicorn worker counts for the service; extra counts run mnist "
-                             "1-row only (memory cost vs throughput)")
+    parser.add_argument(
+        "--protocols",
+        default="tfs,v2json,v2bin,grpc",
+        help="which protocols to send (comma list; grpc needs h2load)",
+    )
+    parser.add_argument(
+        "--systems",
+        default="service,unbatched,naive,pytriton,mlserver",
+        help="which systems to run (comma list)",
+    )
+    parser.add_argument(
+        "--service-workers",
+        default="1,2",
+        help="uvicorn worker counts for the service; extra counts run mnist "
+        "1-row only (memory cost vs throughput)",
+    )
     parser.add_argument("--model-repository", type=Path, default=REPO_ROOT / "models")
-    parser.add_argument("--mnist-dir", type=Path, default=None,
-                        help="SavedModel for baselines/peers/in-process (default: latest "
-                             "version under <model-repository>/mnist)")
+    parser.add_argument(
+        "--mnist-dir",
+        type=Path,
+        default=None,
+        help="SavedModel for baselines/peers/in-process (default: latest "
+        "version under <model-repository>/mnist)",
+    )
     parser.add_argument("--ocr-width", type=int, default=140)
     parser.add_argument("--ready-timeout", type=float, default=180.0)
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the systems, the plan and the expected duration; run nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the systems, the plan and the expected duration; run nothing",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     args.duration = args.duration or (3.0 if quick else 10.0)
@@ -312,10 +394,13 @@ def main(argv: list[str] | None = None) -> None:
     service_models = repository_models(args.model_repository)
     mnist_dir = args.mnist_dir or latest_version(args.model_repository / "mnist")
     if mnist_dir is None:
-        sys.exit(f"no mnist SavedModel under {args.model_repository}/mnist; pass --mnist-dir "
-                 "(a stand-in: .venv/bin/python -m bench.standin_model /tmp/x/mnist/1)")
-    options = SystemOptions(args.model_repository.resolve(), Path(mnist_dir).resolve(),
-                            service_models)
+        sys.exit(
+            f"no mnist SavedModel under {args.model_repository}/mnist; pass --mnist-dir "
+            "(a stand-in: .venv/bin/python -m bench.standin_model /tmp/x/mnist/1)"
+        )
+    options = SystemOptions(
+        args.model_repository.resolve(), Path(mnist_dir).resolve(), service_models
+    )
     worker_counts = tuple(int(w) for w in args.service_workers.split(","))
     wanted = set(args.systems.split(","))
     systems = [s for s in all_systems(options, worker_counts) if s.name.split("@")[0] in wanted]
@@ -324,19 +409,26 @@ def main(argv: list[str] | None = None) -> None:
         missing = sorted(set(models) - set(service_models))
         note = f"models {missing} not in {args.model_repository}: service runs without them"
         log(note)
-    sweep = {s.name: [(sc, concurrencies)
-                      for sc in scenarios_for(s, models, row_counts, protocols)]
-             for s in systems}
+    sweep = {
+        s.name: [(sc, concurrencies) for sc in scenarios_for(s, models, row_counts, protocols)]
+        for s in systems
+    }
     point_count = sum(len(plan) * len(concurrencies) for plan in sweep.values())
     target_count = sum(1 for t in TARGET_POINTS if t.system in sweep and t.protocol in protocols)
-    estimate = (point_count + target_count * (args.repeats - 1)) * (args.duration + 0.5) + sum(
-        len(plan) for plan in sweep.values()) * args.warmup + 20 * len(systems) * args.repeats
-    log(f"{len(systems)} systems, {point_count} points + {target_count} target points x "
-        f"{args.repeats - 1} extra rounds; expected about {estimate / 60:.0f} min")
+    estimate = (
+        (point_count + target_count * (args.repeats - 1)) * (args.duration + 0.5)
+        + sum(len(plan) for plan in sweep.values()) * args.warmup
+        + 20 * len(systems) * args.repeats
+    )
+    log(
+        f"{len(systems)} systems, {point_count} points + {target_count} target points x "
+        f"{args.repeats - 1} extra rounds; expected about {estimate / 60:.0f} min"
+    )
     for system in systems:
         status = f"not run: {system.unavailable}" if system.unavailable else "will run"
-        scenario_names = ", ".join(f"{sc.model}/{sc.protocol}/{sc.rows}"
-                                   for sc, _ in sweep[system.name])
+        scenario_names = ", ".join(
+            f"{sc.model}/{sc.protocol}/{sc.rows}" for sc, _ in sweep[system.name]
+        )
         log(f"  {system.name}: {status}; {scenario_names}")
     if args.dry_run:
         return
@@ -349,19 +441,29 @@ def main(argv: list[str] | None = None) -> None:
             log(f"round {round_number}/{args.repeats}")
             bench.import_tensorflow.append(round(timed_import_tensorflow(sys.executable), 3))
             for model in ("mnist", "ocr"):
-                model_dir = mnist_dir if model == "mnist" else latest_version(
-                    args.model_repository / "ocr")
+                model_dir = (
+                    mnist_dir if model == "mnist" else latest_version(args.model_repository / "ocr")
+                )
                 if model_dir is not None and (model == "mnist" or model in models):
-                    bench.inprocess += [{"round": round_number, **row} for row in run_inprocess(
-                        sys.executable, Path(model_dir), model, max(2.0, args.duration / 2),
-                        args.ocr_width)]
+                    bench.inprocess += [
+                        {"round": round_number, **row}
+                        for row in run_inprocess(
+                            sys.executable,
+                            Path(model_dir),
+                            model,
+                            max(2.0, args.duration / 2),
+                            args.ocr_width,
+                        )
+                    ]
             for system in systems:
                 if round_number == 1:
                     plan = sweep[system.name]
                 else:
-                    plan = [(Scenario(t.model, t.protocol, t.rows), [t.concurrency])
-                            for t in TARGET_POINTS
-                            if t.system == system.name and t.protocol in protocols]
+                    plan = [
+                        (Scenario(t.model, t.protocol, t.rows), [t.concurrency])
+                        for t in TARGET_POINTS
+                        if t.system == system.name and t.protocol in protocols
+                    ]
                 if plan or round_number == 1:
                     bench.run_system(system, options, plan, round_number)
     except KeyboardInterrupt:
@@ -377,54 +479,80 @@ def inprocess_medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     grouped: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         grouped[(row["model"], row["batch_size"])].append(row)
-    return [{"model": model, "batch_size": batch,
-             "median_ms": round(statistics.median(r["median_ms"] for r in runs), 3),
-             "rows_per_s": round(statistics.median(r["rows_per_s"] for r in runs), 1),
-             "rounds": len(runs)}
-            for (model, batch), runs in grouped.items()]
+    return [
+        {
+            "model": model,
+            "batch_size": batch,
+            "median_ms": round(statistics.median(r["median_ms"] for r in runs), 3),
+            "rows_per_s": round(statistics.median(r["rows_per_s"] for r in runs), 1),
+            "rounds": len(runs),
+        }
+        for (model, batch), runs in grouped.items()
+    ]
 
 
-def write_results(bench: Benchmark, args: argparse.Namespace, options: SystemOptions,
-                  started: datetime, loadavg_before: tuple[float, float, float],
-                  concurrencies: list[int], load_wall: float) -> None:
+def write_results(
+    bench: Benchmark,
+    args: argparse.Namespace,
+    options: SystemOptions,
+    started: datetime,
+    loadavg_before: tuple[float, float, float],
+    concurrencies: list[int],
+    load_wall: float,
+) -> None:
     for record in bench.systems.values():
         ready_median = median_or_none(record["start_to_ready_s"])
-        record["start_to_ready_s_median"] = None if ready_median is None else round(ready_median,
-                                                                                      3)
+        record["start_to_ready_s_median"] = None if ready_median is None else round(ready_median, 3)
     inprocess = inprocess_medians(bench.inprocess)
-    inprocess_64 = next((r["rows_per_s"] for r in inprocess
-                         if r["model"] == "mnist" and r["batch_size"] == 64), None)
+    inprocess_64 = next(
+        (r["rows_per_s"] for r in inprocess if r["model"] == "mnist" and r["batch_size"] == 64),
+        None,
+    )
     service = bench.systems.get("service", {})
     import_tf = median_or_none(bench.import_tensorflow)
     import_tf = None if import_tf is None else round(import_tf, 3)
     targets = evaluate_targets(
-        bench.lookup, inprocess_64, (service.get("memory_idle") or {}).get("rss_mib"),
-        service.get("start_to_ready_s_median"), import_tf)
+        bench.lookup,
+        inprocess_64,
+        (service.get("memory_idle") or {}).get("rss_mib"),
+        service.get("start_to_ready_s_median"),
+        import_tf,
+    )
     loadavg_after = os.getloadavg()
     meta = {
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-        "duration_s": args.duration, "warmup_s": args.warmup, "repeats": args.repeats,
-        "concurrency": concurrencies, "model_repository": str(options.model_repository),
-        "mnist_dir": str(options.mnist_dir), "service_models": list(options.service_models),
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "repeats": args.repeats,
+        "concurrency": concurrencies,
+        "model_repository": str(options.model_repository),
+        "mnist_dir": str(options.mnist_dir),
+        "service_models": list(options.service_models),
         "loadavg_before": [round(x, 2) for x in loadavg_before],
         "loadavg_after": [round(x, 2) for x in loadavg_after],
         "busy": loadavg_before[0] > BUSY_LOADAVG,
         "loadgen_cpu_s": sum(p["loadgen_cpu_s"] for p in bench.points),
-        "load_wall_s": round(load_wall, 1), "raw": str(bench.raw),
+        "load_wall_s": round(load_wall, 1),
+        "raw": str(bench.raw),
     }
     results = {
-        "meta": meta, "systems": bench.systems, "points": bench.median_points(),
-        "rounds": bench.points, "inprocess": inprocess, "inprocess_rounds": bench.inprocess,
-        "import_tensorflow_s": import_tf, "import_tensorflow_rounds": bench.import_tensorflow,
-        "targets": as_dicts(targets), "notes": bench.notes,
+        "meta": meta,
+        "systems": bench.systems,
+        "points": bench.median_points(),
+        "rounds": bench.points,
+        "inprocess": inprocess,
+        "inprocess_rounds": bench.inprocess,
+        "import_tensorflow_s": import_tf,
+        "import_tensorflow_rounds": bench.import_tensorflow,
+        "targets": as_dicts(targets),
+        "notes": bench.notes,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     (args.out / "results.md").write_text(render_markdown(results))
-    log(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'} "
-        f"(raw logs: {bench.raw})")
+    log(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'} (raw logs: {bench.raw})")
 
 
 if __name__ == "__main__":

@@ -108,62 +108,161 @@ def good_requests() -> list[Request]:
             headers = {**_auth(), "Content-Type": payload.content_type}
             if payload.header_length is not None:
                 headers["Inference-Header-Content-Length"] = str(payload.header_length)
-            requests.append(Request(f"{model}-{protocol}", "POST", payload.path, payload.body,
-                                    headers, good=True))
+            requests.append(
+                Request(
+                    f"{model}-{protocol}", "POST", payload.path, payload.body, headers, good=True
+                )
+            )
     labelled = build_payload("tfs", "mnist", 1)
     for label in ("stable", "canary"):
-        requests.append(Request(f"mnist-label-{label}", "POST",
-                                f"/v1/models/mnist/labels/{label}:predict", labelled.body,
-                                {**_auth(), "Content-Type": "application/json"}, good=True))
+        requests.append(
+            Request(
+                f"mnist-label-{label}",
+                "POST",
+                f"/v1/models/mnist/labels/{label}:predict",
+                labelled.body,
+                {**_auth(), "Content-Type": "application/json"},
+                good=True,
+            )
+        )
     digit = _png((255 - sample_digits()[3] * 255).astype(np.uint8))
-    strip = _png((255 - np.concatenate(list(sample_digits()[[1, 7, 4]]), axis=1) * 255)
-                 .astype(np.uint8))
-    for path, picture in (("/tasks/classify-digit", digit), ("/tasks/estimate-skew", digit),
-                          ("/tasks/read-digits", strip)):
-        requests.append(Request(f"task{path.rsplit('/', 1)[1]}", "POST", path, picture,
-                                {**_auth(), "Content-Type": "image/png"}, good=True))
+    strip = _png(
+        (255 - np.concatenate(list(sample_digits()[[1, 7, 4]]), axis=1) * 255).astype(np.uint8)
+    )
+    for path, picture in (
+        ("/tasks/classify-digit", digit),
+        ("/tasks/estimate-skew", digit),
+        ("/tasks/read-digits", strip),
+    ):
+        requests.append(
+            Request(
+                f"task{path.rsplit('/', 1)[1]}",
+                "POST",
+                path,
+                picture,
+                {**_auth(), "Content-Type": "image/png"},
+                good=True,
+            )
+        )
     return requests
 
 
 def hostile_requests() -> list[Request]:
     """Small requests that must each get a 4xx and cost the server next to nothing."""
     json_headers = {**_auth(), "Content-Type": "application/json"}
-    huge_bytes_header = orjson.dumps({"inputs": [{
-        "name": "image", "shape": [1_000_000_000], "datatype": "BYTES",
-        "parameters": {"binary_data_size": 8}}]})
+    huge_bytes_header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [1_000_000_000],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": 8},
+                }
+            ]
+        }
+    )
     wide = np.zeros((1, 28, 100_000, 1), np.float32)
-    wide_header = orjson.dumps({"inputs": [{"name": "image", "shape": list(wide.shape),
-                                            "datatype": "FP32",
-                                            "parameters": {"binary_data_size": wide.nbytes}}]})
+    wide_header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": list(wide.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": wide.nbytes},
+                }
+            ]
+        }
+    )
     extreme = _png(np.full((2, 20_000), 255, np.uint8))
     return [
-        Request("malformed-json", "POST", "/v1/models/mnist:predict", b'{"instances": [1,',
-                json_headers, good=False),
-        Request("bytes-bomb", "POST", "/v2/models/mnist/infer",
-                huge_bytes_header + struct.pack("<I", 4) + b"abcd",
-                {**_auth(), "Content-Type": "application/octet-stream",
-                 "Inference-Header-Content-Length": str(len(huge_bytes_header))}, good=False),
-        Request("astronomic-shape", "POST", "/v2/models/mnist/infer",
-                b'{"inputs": [{"name": "image", "shape": [1' + b"0" * 30 + b', 28, 28, 1], '
-                b'"datatype": "FP32", "data": [0.0]}]}',
-                json_headers, good=False),
-        Request("ocr-100k-wide", "POST", "/v2/models/ocr/infer", wide_header + wide.tobytes(),
-                {**_auth(), "Content-Type": "application/octet-stream",
-                 "Inference-Header-Content-Length": str(len(wide_header))}, good=False),
-        Request("extreme-picture", "POST", "/tasks/estimate-skew", extreme,
-                {**_auth(), "Content-Type": "image/png"}, good=False),
-        Request("no-token", "POST", "/v1/models/mnist:predict",
-                build_payload("tfs", "mnist", 1).body, {"Content-Type": "application/json"},
-                good=False),
-        Request("wrong-token", "GET", "/v1/models/mnist", b"", _auth("not-the-token"),
-                good=False),
-        Request("api-token-on-admin", "POST", "/v2/repository/models/mnist/unload", b"{}",
-                json_headers, good=False),
-        Request("duplicate-outputs", "POST", "/v2/models/mnist/infer",
-                orjson.dumps({"inputs": [{"name": "image", "shape": [1, 28, 28, 1],
-                                          "datatype": "FP32", "data": [0.0] * 784}],
-                              "outputs": [{"name": "class_id"}] * 1000}),
-                json_headers, good=False),
+        Request(
+            "malformed-json",
+            "POST",
+            "/v1/models/mnist:predict",
+            b'{"instances": [1,',
+            json_headers,
+            good=False,
+        ),
+        Request(
+            "bytes-bomb",
+            "POST",
+            "/v2/models/mnist/infer",
+            huge_bytes_header + struct.pack("<I", 4) + b"abcd",
+            {
+                **_auth(),
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(huge_bytes_header)),
+            },
+            good=False,
+        ),
+        Request(
+            "astronomic-shape",
+            "POST",
+            "/v2/models/mnist/infer",
+            b'{"inputs": [{"name": "image", "shape": [1' + b"0" * 30 + b", 28, 28, 1], "
+            b'"datatype": "FP32", "data": [0.0]}]}',
+            json_headers,
+            good=False,
+        ),
+        Request(
+            "ocr-100k-wide",
+            "POST",
+            "/v2/models/ocr/infer",
+            wide_header + wide.tobytes(),
+            {
+                **_auth(),
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(wide_header)),
+            },
+            good=False,
+        ),
+        Request(
+            "extreme-picture",
+            "POST",
+            "/tasks/estimate-skew",
+            extreme,
+            {**_auth(), "Content-Type": "image/png"},
+            good=False,
+        ),
+        Request(
+            "no-token",
+            "POST",
+            "/v1/models/mnist:predict",
+            build_payload("tfs", "mnist", 1).body,
+            {"Content-Type": "application/json"},
+            good=False,
+        ),
+        Request("wrong-token", "GET", "/v1/models/mnist", b"", _auth("not-the-token"), good=False),
+        Request(
+            "api-token-on-admin",
+            "POST",
+            "/v2/repository/models/mnist/unload",
+            b"{}",
+            json_headers,
+            good=False,
+        ),
+        Request(
+            "duplicate-outputs",
+            "POST",
+            "/v2/models/mnist/infer",
+            orjson.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "image",
+                            "shape": [1, 28, 28, 1],
+                            "datatype": "FP32",
+                            "data": [0.0] * 784,
+                        }
+                    ],
+                    "outputs": [{"name": "class_id"}] * 1000,
+                }
+            ),
+            json_headers,
+            good=False,
+        ),
     ]
 
 
@@ -174,23 +273,40 @@ async def send(client: httpx.AsyncClient, request: Request, run: Run) -> None:
     started = time.perf_counter()
     detail = ""
     try:
-        response = await client.request(request.method, request.path, content=request.body,
-                                        headers=request.headers)
+        response = await client.request(
+            request.method, request.path, content=request.body, headers=request.headers
+        )
         status = response.status_code
         if status >= 400 and request.good or status >= 500:
             detail = response.text[:300]
     except httpx.HTTPError as exc:
         status, detail = 0, f"{type(exc).__name__}: {exc}"
-    run.outcomes.append(Outcome(run.now(), request.kind, request.good, status,
-                                (time.perf_counter() - started) * 1000, detail))
+    run.outcomes.append(
+        Outcome(
+            run.now(),
+            request.kind,
+            request.good,
+            status,
+            (time.perf_counter() - started) * 1000,
+            detail,
+        )
+    )
 
 
-async def client_loop(base_url: str, good: Sequence[Request], hostile: Sequence[Request],
-                      hostile_fraction: float, until: float, seed: int, run: Run) -> None:
+async def client_loop(
+    base_url: str,
+    good: Sequence[Request],
+    hostile: Sequence[Request],
+    hostile_fraction: float,
+    until: float,
+    seed: int,
+    run: Run,
+) -> None:
     chooser = random.Random(seed)
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    async with httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S,
-                                 limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=REQUEST_TIMEOUT_S, limits=limits
+    ) as client:
         while time.monotonic() < until:
             pool = hostile if chooser.random() < hostile_fraction else good
             await send(client, chooser.choice(pool), run)
@@ -208,8 +324,10 @@ def publish_version(repository: Path, model: str, source: Path) -> int:
 
 def write_config(repository: Path, labels: dict[str, int]) -> None:
     """The repository config, replaced in one rename (what an editor's save may not do)."""
-    text = (f"models:\n  mnist:\n    version_policy: {{latest: {VERSIONS_KEPT}}}\n"
-            f"    labels: {{stable: {labels['stable']}, canary: {labels['canary']}}}\n")
+    text = (
+        f"models:\n  mnist:\n    version_policy: {{latest: {VERSIONS_KEPT}}}\n"
+        f"    labels: {{stable: {labels['stable']}, canary: {labels['canary']}}}\n"
+    )
     staging = repository / ".config.yaml.tmp"
     staging.write_text(text)
     staging.rename(repository / "config.yaml")
@@ -221,16 +339,16 @@ async def wait_available(base_url: str, model: str, version: int, timeout_s: flo
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
                 answer = await client.get(f"/v1/models/{model}/versions/{version}")
-                states = answer.json().get("model_version_status", []) if answer.is_success \
-                    else []
+                states = answer.json().get("model_version_status", []) if answer.is_success else []
                 if any(s.get("state") == "AVAILABLE" for s in states):
                     return True
             await asyncio.sleep(0.2)
     return False
 
 
-async def publisher(base_url: str, repository: Path, source: Path, every_s: float,
-                    until: float, run: Run) -> None:
+async def publisher(
+    base_url: str, repository: Path, source: Path, every_s: float, until: float, run: Run
+) -> None:
     """Publish a version, wait until it serves, then point `canary` at it and `stable` at the
     one before: labels only ever name versions that the policy keeps loaded."""
     newest = 1
@@ -260,8 +378,9 @@ async def memory_sampler(server: ServerProcess, until: float, run: Run) -> None:
 def prepare_repository(source: Path, target: Path) -> Path:
     """The newest version of each model as version 1, and labels on mnist version 1."""
     for model in MODELS:
-        versions = sorted((p for p in (source / model).iterdir() if p.name.isdigit()),
-                          key=lambda p: int(p.name))
+        versions = sorted(
+            (p for p in (source / model).iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+        )
         shutil.copytree(versions[-1], target / model / "1")
     write_config(target, {"stable": 1, "canary": 1})
     return target / "mnist" / "1"
@@ -271,22 +390,29 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def summarise(run: Run, duration_s: float, max_rss_growth_mb: float, server_alive: bool,
-              load_cpu_s: float) -> dict[str, Any]:
+def summarise(
+    run: Run, duration_s: float, max_rss_growth_mb: float, server_alive: bool, load_cpu_s: float
+) -> dict[str, Any]:
     good = [o for o in run.outcomes if o.good]
     hostile = [o for o in run.outcomes if not o.good]
     failed_good = [o for o in good if o.status != 200]
     bad_hostile = [o for o in hostile if not 400 <= o.status < 500]
-    after_warm_up = [rss for at, rss in run.memory if at >= WARM_UP_S] or \
-        [rss for _, rss in run.memory]
+    after_warm_up = [rss for at, rss in run.memory if at >= WARM_UP_S] or [
+        rss for _, rss in run.memory
+    ]
     rss_growth = (max(after_warm_up) - after_warm_up[0]) if after_warm_up else float("nan")
     minutes = []
     for minute in range(int(duration_s // 60) + 1):
         latencies = [o.latency_ms for o in good if minute * 60 <= o.at_s < (minute + 1) * 60]
         if latencies:
-            minutes.append({"minute": minute, "requests": len(latencies),
-                            "p50_ms": round(percentile(latencies, 50), 2),
-                            "p99_ms": round(percentile(latencies, 99), 2)})
+            minutes.append(
+                {
+                    "minute": minute,
+                    "requests": len(latencies),
+                    "p50_ms": round(percentile(latencies, 50), 2),
+                    "p99_ms": round(percentile(latencies, 99), 2),
+                }
+            )
     hostile_statuses: dict[str, dict[str, int]] = {}
     for outcome in hostile:
         counts = hostile_statuses.setdefault(outcome.kind, {})
@@ -295,22 +421,26 @@ def summarise(run: Run, duration_s: float, max_rss_growth_mb: float, server_aliv
         "zero failed good requests": not failed_good,
         "every hostile request answered 4xx": not bad_hostile,
         "server alive at the end": server_alive,
-        f"RSS growth after warm-up under {max_rss_growth_mb:g} MB":
-            rss_growth < max_rss_growth_mb,
+        f"RSS growth after warm-up under {max_rss_growth_mb:g} MB": rss_growth < max_rss_growth_mb,
         "every published version served": not run.publish_errors,
     }
     return {
         "duration_s": duration_s,
-        "requests": {"good": len(good), "hostile": len(hostile),
-                     "good_per_s": round(len(good) / duration_s, 1)},
+        "requests": {
+            "good": len(good),
+            "hostile": len(hostile),
+            "good_per_s": round(len(good) / duration_s, 1),
+        },
         "failed_good": [vars(o) for o in failed_good[:20]],
         "failed_good_count": len(failed_good),
         "hostile_not_4xx": [vars(o) for o in bad_hostile[:20]],
         "hostile_statuses": hostile_statuses,
         "latency_per_minute": minutes,
-        "rss_mib": {"first_after_warm_up": after_warm_up[0] if after_warm_up else None,
-                    "max_after_warm_up": max(after_warm_up) if after_warm_up else None,
-                    "growth": round(rss_growth, 1)},
+        "rss_mib": {
+            "first_after_warm_up": after_warm_up[0] if after_warm_up else None,
+            "max_after_warm_up": max(after_warm_up) if after_warm_up else None,
+            "growth": round(rss_growth, 1),
+        },
         "versions_published": [version for _, version in run.published],
         "publish_errors": run.publish_errors,
         "load_generator_cpu_s": round(load_cpu_s, 1),
@@ -327,11 +457,14 @@ def plot(run: Run, path: Path) -> None:
 
     figure, (latency_axis, memory_axis) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     good = [o for o in run.outcomes if o.good]
-    latency_axis.scatter([o.at_s for o in good], [o.latency_ms for o in good], s=2,
-                         alpha=0.3, label="good requests")
+    latency_axis.scatter(
+        [o.at_s for o in good], [o.latency_ms for o in good], s=2, alpha=0.3, label="good requests"
+    )
     seconds = int(max((o.at_s for o in good), default=0)) + 1
-    p99 = [percentile([o.latency_ms for o in good if s - 5 <= o.at_s < s + 5], 99)
-           for s in range(seconds)]
+    p99 = [
+        percentile([o.latency_ms for o in good if s - 5 <= o.at_s < s + 5], 99)
+        for s in range(seconds)
+    ]
     latency_axis.plot(range(seconds), p99, color="crimson", label="p99 (10 s window)")
     for at, version in run.published:
         for axis in (latency_axis, memory_axis):
@@ -354,12 +487,30 @@ async def soak(arguments: argparse.Namespace, repository: Path, log_dir: Path) -
     port = free_port()
     server = ServerProcess(
         name="kerasserve",
-        command=[sys.executable, "-m", "app", "--model-repository", str(repository),
-                 "--port", str(port), "--grpc-port", "0", "--poll-interval", str(POLL_INTERVAL_S),
-                 "--api-token", API_TOKEN, "--admin-token", ADMIN_TOKEN, "--log-level",
-                 "warning"],
-        port=port, ready_paths=["/v2/health/ready"], log_path=log_dir / "server.log",
-        cwd=REPO_ROOT)
+        command=[
+            sys.executable,
+            "-m",
+            "app",
+            "--model-repository",
+            str(repository),
+            "--port",
+            str(port),
+            "--grpc-port",
+            "0",
+            "--poll-interval",
+            str(POLL_INTERVAL_S),
+            "--api-token",
+            API_TOKEN,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--log-level",
+            "warning",
+        ],
+        port=port,
+        ready_paths=["/v2/health/ready"],
+        log_path=log_dir / "server.log",
+        cwd=REPO_ROOT,
+    )
     server.start()
     base_url = f"http://127.0.0.1:{port}"
     run = Run()
@@ -367,11 +518,11 @@ async def soak(arguments: argparse.Namespace, repository: Path, log_dir: Path) -
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     try:
         good, hostile = good_requests(), hostile_requests()
-        tasks: list[Any] = [client_loop(base_url, good, hostile, arguments.hostile_fraction,
-                                        until, seed, run)
-                            for seed in range(arguments.concurrency)]
-        tasks.append(publisher(base_url, repository, source, arguments.publish_every, until,
-                               run))
+        tasks: list[Any] = [
+            client_loop(base_url, good, hostile, arguments.hostile_fraction, until, seed, run)
+            for seed in range(arguments.concurrency)
+        ]
+        tasks.append(publisher(base_url, repository, source, arguments.publish_every, until, run))
         tasks.append(memory_sampler(server, until, run))
         await asyncio.gather(*tasks)
         alive = server.process is not None and server.process.poll() is None
@@ -380,8 +531,9 @@ async def soak(arguments: argparse.Namespace, repository: Path, log_dir: Path) -
     finally:
         server.stop()
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
-    load_cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime -
-                                                             cpu_before.ru_stime)
+    load_cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (
+        cpu_after.ru_stime - cpu_before.ru_stime
+    )
     summary = summarise(run, arguments.duration, arguments.max_rss_growth_mb, alive, load_cpu)
     arguments.out.mkdir(parents=True, exist_ok=True)
     plot(run, arguments.out / "soak.png")
@@ -392,8 +544,9 @@ async def soak(arguments: argparse.Namespace, repository: Path, log_dir: Path) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split(
-        "\n", 1)[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.soak", description=__doc__.split("\n", 1)[0]
+    )
     parser.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
     parser.add_argument("--concurrency", type=int, default=8, help="client tasks (default 8)")
     parser.add_argument("--hostile-fraction", type=float, default=0.05)
@@ -404,16 +557,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None,
-         report: Callable[[str], None] = print) -> int:
+def main(argv: Sequence[str] | None = None, report: Callable[[str], None] = print) -> int:
     arguments = build_parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kerasserve-soak-") as scratch:
         repository = Path(scratch) / "repository"
         repository.mkdir()
         summary = asyncio.run(soak(arguments, repository, Path(scratch) / "logs"))
-    report(orjson.dumps({key: summary[key] for key in (
-        "requests", "failed_good_count", "rss_mib", "latency_per_minute", "versions_published",
-        "load_generator_cpu_s", "checks", "passed")}, option=orjson.OPT_INDENT_2).decode())
+    report(
+        orjson.dumps(
+            {
+                key: summary[key]
+                for key in (
+                    "requests",
+                    "failed_good_count",
+                    "rss_mib",
+                    "latency_per_minute",
+                    "versions_published",
+                    "load_generator_cpu_s",
+                    "checks",
+                    "passed",
+                )
+            },
+            option=orjson.OPT_INDENT_2,
+        ).decode()
+    )
     if not summary["passed"]:
         report(f"FAILED; details in {arguments.out / 'soak.json'}")
         report(summary.get("server_log_tail", ""))

@@ -44,8 +44,14 @@ class System:
         launcher = LAUNCHERS[self.name.split("@")[0]]
         command, env, ready = launcher(self, port, options, log_dir, grpc_port)
         return ServerProcess(
-            name=self.name, command=command, port=port, ready_paths=ready, env=env,
-            cwd=REPO_ROOT, log_path=log_dir / f"{self.name}.log", grpc_port=grpc_port,
+            name=self.name,
+            command=command,
+            port=port,
+            ready_paths=ready,
+            env=env,
+            cwd=REPO_ROOT,
+            log_path=log_dir / f"{self.name}.log",
+            grpc_port=grpc_port,
         )
 
 
@@ -63,21 +69,41 @@ def service_workers(system: System) -> int:
     return int(system.name.split("@")[1].rstrip("w")) if "@" in system.name else 1
 
 
-def launch_service(system: System, port: int, options: SystemOptions,
-                   work_dir: Path, grpc_port: int | None) -> Launch:
+def launch_service(
+    system: System, port: int, options: SystemOptions, work_dir: Path, grpc_port: int | None
+) -> Launch:
     # No gRPC port asked for: none served (not the default 8001, which may be taken).
-    command = [options.python, "-m", "app", "--host", "127.0.0.1", "--port", str(port),
-               "--grpc-port", str(grpc_port or 0),
-               "--model-repository", str(options.model_repository),
-               "--workers", str(service_workers(system))]
+    command = [
+        options.python,
+        "-m",
+        "app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--grpc-port",
+        str(grpc_port or 0),
+        "--model-repository",
+        str(options.model_repository),
+        "--workers",
+        str(service_workers(system)),
+    ]
     ready = ["/v2/health/ready"] + [f"/v2/models/{m}/ready" for m in options.service_models]
     return command, {}, ready
 
 
-def launch_baseline(system: System, port: int, options: SystemOptions,
-                   work_dir: Path, grpc_port: int | None) -> Launch:
-    command = [options.python, "-m", f"bench.servers.{system.name}",
-               "--model-dir", str(options.mnist_dir), "--port", str(port)]
+def launch_baseline(
+    system: System, port: int, options: SystemOptions, work_dir: Path, grpc_port: int | None
+) -> Launch:
+    command = [
+        options.python,
+        "-m",
+        f"bench.servers.{system.name}",
+        "--model-dir",
+        str(options.mnist_dir),
+        "--port",
+        str(port),
+    ]
     return command, {}, ["/ready"]
 
 
@@ -89,22 +115,37 @@ def interpreter_libdir(python: Path) -> str:
     """The interpreter's LIBDIR: PyTriton's Python stub must load this libpython."""
     return subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout.strip()
 
 
-def launch_pytriton(system: System, port: int, options: SystemOptions,
-                   work_dir: Path, grpc_port: int | None) -> Launch:
+def launch_pytriton(
+    system: System, port: int, options: SystemOptions, work_dir: Path, grpc_port: int | None
+) -> Launch:
     python = venv_python("pytriton")
-    command = [str(python), "-m", "bench.servers.pytriton_server",
-               "--model-dir", str(options.mnist_dir), "--http-port", str(port),
-               "--grpc-port", str(grpc_port or free_port()), "--metrics-port", str(free_port())]
+    command = [
+        str(python),
+        "-m",
+        "bench.servers.pytriton_server",
+        "--model-dir",
+        str(options.mnist_dir),
+        "--http-port",
+        str(port),
+        "--grpc-port",
+        str(grpc_port or free_port()),
+        "--metrics-port",
+        str(free_port()),
+    ]
     env = {"PYTHONPATH": str(REPO_ROOT), "LD_LIBRARY_PATH": interpreter_libdir(python)}
     return command, env, ["/v2/health/ready", "/v2/models/mnist/ready"]
 
 
-def launch_mlserver(system: System, port: int, options: SystemOptions,
-                   work_dir: Path, grpc_port: int | None) -> Launch:
+def launch_mlserver(
+    system: System, port: int, options: SystemOptions, work_dir: Path, grpc_port: int | None
+) -> Launch:
     """MLServer reads a folder of model-settings; it is written next to the run's raw logs."""
     folder = Path(tempfile.mkdtemp(prefix="mlserver-models-", dir=work_dir))
     settings = json.loads(MLSERVER_SETTINGS_TEMPLATE.read_text())
@@ -147,19 +188,41 @@ def all_systems(options: SystemOptions, service_worker_counts: tuple[int, ...]) 
     systems = [
         System(
             "service" if workers == 1 else f"service@{workers}w",
-            f"this service, {workers} uvicorn worker(s)", ("tfs", "v2json", "v2bin", GRPC),
-            options.service_models, service_missing,
+            f"this service, {workers} uvicorn worker(s)",
+            ("tfs", "v2json", "v2bin", GRPC),
+            options.service_models,
+            service_missing,
         )
         for workers in service_worker_counts
     ]
     systems += [
-        System("unbatched", "FastAPI + orjson + signature in the thread pool, no batching",
-               ("tfs",), ("mnist",), None),
-        System("naive", "FastAPI + pydantic + Keras model.predict per request",
-               ("tfs",), ("mnist",), None),
-        System("pytriton", "PyTriton 0.7.0, dynamic batching (max 128, 1 ms queue delay)",
-               ("v2json", "v2bin", GRPC), ("mnist",), peer_missing("pytriton")),
-        System("mlserver", "MLServer 1.7.1, adaptive batching (max 128, 1 ms)",
-               ("v2json",), ("mnist",), peer_missing("mlserver")),
+        System(
+            "unbatched",
+            "FastAPI + orjson + signature in the thread pool, no batching",
+            ("tfs",),
+            ("mnist",),
+            None,
+        ),
+        System(
+            "naive",
+            "FastAPI + pydantic + Keras model.predict per request",
+            ("tfs",),
+            ("mnist",),
+            None,
+        ),
+        System(
+            "pytriton",
+            "PyTriton 0.7.0, dynamic batching (max 128, 1 ms queue delay)",
+            ("v2json", "v2bin", GRPC),
+            ("mnist",),
+            peer_missing("pytriton"),
+        ),
+        System(
+            "mlserver",
+            "MLServer 1.7.1, adaptive batching (max 128, 1 ms)",
+            ("v2json",),
+            ("mnist",),
+            peer_missing("mlserver"),
+        ),
     ]
     return systems

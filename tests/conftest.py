@@ -52,13 +52,15 @@ def _fail_if_not_allowed(report: pytest.TestReport | pytest.CollectReport) -> No
     if allowed_on_ci(reason):
         return
     report.outcome = "failed"
-    report.longrepr = (f"skipped on CI for a reason that is not on the allow-list in "
-                       f"tests/conftest.py: {reason}")
+    report.longrepr = (
+        f"skipped on CI for a reason that is not on the allow-list in tests/conftest.py: {reason}"
+    )
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item,
-                              call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, None, None]:
     outcome = yield
     _fail_if_not_allowed(outcome.get_result())
 

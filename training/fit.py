@@ -71,9 +71,11 @@ class TrainingResult:
     def summary_line(self) -> str:
         metrics = " ".join(f"{key}={value:.4f}" for key, value in self.metrics.items())
         where = f"published {self.path}" if self.path else "not published (non-chief worker)"
-        return (f"{self.name} version {self.version}: {metrics} | {where} | "
-                f"{self.size_bytes / 1e6:.2f} MB | data {self.data_source} | "
-                f"{self.wall_time_s:.0f} s")
+        return (
+            f"{self.name} version {self.version}: {metrics} | {where} | "
+            f"{self.size_bytes / 1e6:.2f} MB | data {self.data_source} | "
+            f"{self.wall_time_s:.0f} s"
+        )
 
 
 def load_recipe(name: str) -> Recipe:
@@ -97,15 +99,24 @@ def run(job: TrainingJob) -> TrainingResult:
     keras.utils.set_random_seed(job.seed)
     split = load_split(job.data, job.source, job.seed)
     global_batch = job.batch_size or recipe.default_batch_size
-    config = TrainConfig(epochs=job.epochs or recipe.default_epochs, batch_size=global_batch,
-                         seed=job.seed, steps_per_epoch=job.steps_per_epoch,
-                         beam_width=job.beam_width)
+    config = TrainConfig(
+        epochs=job.epochs or recipe.default_epochs,
+        batch_size=global_batch,
+        seed=job.seed,
+        steps_per_epoch=job.steps_per_epoch,
+        beam_width=job.beam_width,
+    )
     config = replace(config, steps_per_epoch=_steps_per_epoch(recipe, split, config))
     init_weights = _init_weights(job)
     if job.version is not None:
         publish.check_version_free(job.repository, recipe.name, job.version)
-    log.info("training %s: %s, strategy %s (%d replicas)", recipe.name, config,
-             job.strategy, strategy.num_replicas_in_sync)
+    log.info(
+        "training %s: %s, strategy %s (%d replicas)",
+        recipe.name,
+        config,
+        job.strategy,
+        strategy.num_replicas_in_sync,
+    )
 
     with strategy.scope():
         model = recipe.build_training_model(config)
@@ -116,48 +127,78 @@ def run(job: TrainingJob) -> TrainingResult:
     if job.strategy == "multi-worker":
         history = fit_multi_worker(model, strategy, dataset, config, job.verbose)
     else:
-        history = model.fit(dataset, epochs=config.epochs,
-                            steps_per_epoch=config.steps_per_epoch, verbose=job.verbose).history
+        history = model.fit(
+            dataset,
+            epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch,
+            verbose=job.verbose,
+        ).history
 
     record = _training_record(job, config, strategy, device_report, init_weights, history)
-    return _export_evaluate_publish(job, recipe, model, split, config, record,
-                                    is_chief(strategy), started)
+    return _export_evaluate_publish(
+        job, recipe, model, split, config, record, is_chief(strategy), started
+    )
 
 
-def _export_evaluate_publish(job: TrainingJob, recipe: Recipe, model: Any, split: MnistSplit,
-                             config: TrainConfig, training_record: dict[str, Any], chief: bool,
-                             started: float) -> TrainingResult:
+def _export_evaluate_publish(
+    job: TrainingJob,
+    recipe: Recipe,
+    model: Any,
+    split: MnistSplit,
+    config: TrainConfig,
+    training_record: dict[str, Any],
+    chief: bool,
+    started: float,
+) -> TrainingResult:
     """Export into the hidden folder, evaluate the exported graph, then commit (chief only)."""
-    staged = (publish.stage_version(job.repository, recipe.name, job.version) if chief
-              else _private_staging(recipe.name))
+    staged = (
+        publish.stage_version(job.repository, recipe.name, job.version)
+        if chief
+        else _private_staging(recipe.name)
+    )
     try:
         publish.save_servable(recipe.export_module(model, config), staged.path)
         publish.save_keras_weights(model, staged.path)
         if not chief:
             staged.discard()
-            return TrainingResult(recipe.name, staged.version, None, {},
-                                  time.monotonic() - started, 0, split.source)
+            return TrainingResult(
+                recipe.name, staged.version, None, {}, time.monotonic() - started, 0, split.source
+            )
         serving_fn = publish.load_serving_function(staged.path)
         metrics = recipe.evaluate(serving_fn, split, config)
         log.info("held-out metrics: %s", metrics)
         heldout_figures = figures.recipe_figures(recipe, serving_fn, split, config)
         training_record["wall_time_s"] = round(time.monotonic() - started, 1)
         metadata = publish.build_metadata(
-            name=recipe.name, version=staged.version,
-            data={"source": split.source, "train_rows": int(len(split.y_train)),
-                  "heldout_rows": int(len(split.y_heldout)), "split_seed": split.split_seed},
-            training=training_record, metrics=metrics,
+            name=recipe.name,
+            version=staged.version,
+            data={
+                "source": split.source,
+                "train_rows": int(len(split.y_train)),
+                "heldout_rows": int(len(split.y_heldout)),
+                "split_seed": split.split_seed,
+            },
+            training=training_record,
+            metrics=metrics,
             signature=publish.signature_spec(serving_fn),
-            extra={**recipe.metadata(config),
-                   **({figures.FIGURES_KEY: heldout_figures} if heldout_figures else {})},
+            extra={
+                **recipe.metadata(config),
+                **({figures.FIGURES_KEY: heldout_figures} if heldout_figures else {}),
+            },
         )
         final_path = staged.commit(metadata)
     except BaseException:
         staged.discard()
         raise
-    return TrainingResult(recipe.name, staged.version, final_path, metrics,
-                          time.monotonic() - started, publish.directory_size(final_path),
-                          split.source)
+    return TrainingResult(
+        recipe.name,
+        staged.version,
+        final_path,
+        metrics,
+        time.monotonic() - started,
+        publish.directory_size(final_path),
+        split.source,
+    )
 
 
 def make_strategy(name: str) -> Any:
@@ -178,8 +219,9 @@ def make_strategy(name: str) -> Any:
         return tf.distribute.MirroredStrategy(devices=cpus)
     if name == "multi-worker":
         if "TF_CONFIG" not in os.environ:
-            raise JobError("--strategy multi-worker needs the cluster in the TF_CONFIG "
-                             "environment variable")
+            raise JobError(
+                "--strategy multi-worker needs the cluster in the TF_CONFIG environment variable"
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise JobError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
 
@@ -203,8 +245,9 @@ def _steps_per_epoch(recipe: Recipe, split: MnistSplit, config: TrainConfig) -> 
     return hook(split, config, config.batch_size) if callable(hook) else None
 
 
-def fit_multi_worker(model: Any, strategy: Any, dataset: Any, config: TrainConfig,
-                     verbose: int | str) -> dict[str, list[float]]:
+def fit_multi_worker(
+    model: Any, strategy: Any, dataset: Any, config: TrainConfig, verbose: int | str
+) -> dict[str, list[float]]:
     """`fit` for `MultiWorkerMirroredStrategy`: Keras's own `train_step` inside `strategy.run`.
 
     Keras 3's `fit` cannot run under this strategy (keras-team/keras issue 20585): it reduces the
@@ -218,8 +261,10 @@ def fit_multi_worker(model: Any, strategy: Any, dataset: Any, config: TrainConfi
     import tensorflow as tf
 
     if not config.steps_per_epoch:
-        raise JobError("--strategy multi-worker needs --steps-per-epoch for this model "
-                       "(every worker must run the same number of steps)")
+        raise JobError(
+            "--strategy multi-worker needs --steps-per-epoch for this model "
+            "(every worker must run the same number of steps)"
+        )
     with strategy.scope():
         model._symbolic_build(data_batch=next(iter(dataset)))
     batches = iter(strategy.experimental_distribute_dataset(dataset))
@@ -228,8 +273,7 @@ def fit_multi_worker(model: Any, strategy: Any, dataset: Any, config: TrainConfi
     def train_step(iterator: Any) -> dict[str, Any]:
         logs = strategy.run(model.train_step, args=(next(iterator),))
         # Metrics are all-reduced inside the step: every replica holds the same values.
-        return {name: strategy.experimental_local_results(value)[0]
-                for name, value in logs.items()}
+        return {name: strategy.experimental_local_results(value)[0] for name, value in logs.items()}
 
     history: dict[str, list[float]] = {}
     for epoch in range(config.epochs):
@@ -268,9 +312,14 @@ def _private_staging(name: str) -> publish.StagedVersion:
     return publish.StagedVersion(model_dir=path.parent, version=0, path=path)
 
 
-def _training_record(job: TrainingJob, config: TrainConfig, strategy: Any,
-                     device_report: DeviceReport, init_weights: Path | None,
-                     history: dict[str, list[float]]) -> dict[str, Any]:
+def _training_record(
+    job: TrainingJob,
+    config: TrainConfig,
+    strategy: Any,
+    device_report: DeviceReport,
+    init_weights: Path | None,
+    history: dict[str, list[float]],
+) -> dict[str, Any]:
     final_epoch = {key: float(values[-1]) for key, values in history.items() if values}
     record: dict[str, Any] = {
         **{key: value for key, value in asdict(config).items() if key != "extra"},

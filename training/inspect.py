@@ -22,8 +22,7 @@ def describe_version(version_dir: Path) -> str:
     """The whole report as text (the CLI prints it)."""
     version_dir = Path(version_dir)
     if not (version_dir / "saved_model.pb").is_file():
-        raise publish.PublishError(f"{version_dir} is not a published version "
-                                   "(no saved_model.pb)")
+        raise publish.PublishError(f"{version_dir} is not a published version (no saved_model.pb)")
     import tensorflow as tf
 
     metadata = publish.read_metadata(version_dir)
@@ -44,18 +43,23 @@ def describe_version(version_dir: Path) -> str:
 
 def _signature_text(serving_fn: Any) -> str:
     spec = publish.signature_spec(serving_fn)
-    return "\n".join(f"  {direction[:-1]:6} {name}: {tensor['dtype']} {tensor['shape']}"
-                     for direction, tensors in spec.items() for name, tensor in tensors.items())
+    return "\n".join(
+        f"  {direction[:-1]:6} {name}: {tensor['dtype']} {tensor['shape']}"
+        for direction, tensors in spec.items()
+        for name, tensor in tensors.items()
+    )
 
 
 def _layer_summary(metadata: dict[str, Any], version_dir: Path) -> str:
     from training.fit import load_recipe
 
     training = metadata.get("training", {})
-    config = TrainConfig(epochs=int(training.get("epochs", 1)),
-                         batch_size=int(training.get("batch_size", 32)),
-                         steps_per_epoch=training.get("steps_per_epoch"),
-                         beam_width=int(training.get("beam_width", 0)))
+    config = TrainConfig(
+        epochs=int(training.get("epochs", 1)),
+        batch_size=int(training.get("batch_size", 32)),
+        steps_per_epoch=training.get("steps_per_epoch"),
+        beam_width=int(training.get("beam_width", 0)),
+    )
     model = load_recipe(str(metadata["name"])).build_training_model(config)
     publish.load_keras_weights(model, publish.keras_weights_file(version_dir))
     lines: list[str] = []
@@ -71,8 +75,10 @@ def weight_statistics(variables: Any) -> str:
         values = np.asarray(variable.numpy(), dtype=np.float64)
         total += values.size
         shape = str(list(values.shape))
-        rows.append(f"  {variable.name:60} {shape:16} "
-                    f"mean={values.mean():+.4f} std={values.std():.4f} "
-                    f"min={values.min():+.4f} max={values.max():+.4f}")
+        rows.append(
+            f"  {variable.name:60} {shape:16} "
+            f"mean={values.mean():+.4f} std={values.std():.4f} "
+            f"min={values.min():+.4f} max={values.max():+.4f}"
+        )
     rows.append(f"  total parameters: {total:,}")
     return "\n".join(rows)

@@ -47,8 +47,11 @@ def list_versions(model_dir: Path) -> list[int]:
     """Published versions under `models/<name>/`, ascending; hidden, non-numeric names skipped."""
     if not model_dir.is_dir():
         return []
-    return sorted(int(entry.name) for entry in model_dir.iterdir()
-                  if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0)
+    return sorted(
+        int(entry.name)
+        for entry in model_dir.iterdir()
+        if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0
+    )
 
 
 def next_version(model_dir: Path) -> int:
@@ -61,8 +64,9 @@ def latest_version_dir(repository: Path, name: str) -> Path:
     """Folder of the highest published version of `name`, for `--init-from latest`."""
     versions = list_versions(repository / name)
     if not versions:
-        raise PublishError(f"--init-from latest: no published version of {name!r} "
-                           f"under {repository / name}")
+        raise PublishError(
+            f"--init-from latest: no published version of {name!r} under {repository / name}"
+        )
     return repository / name / str(versions[-1])
 
 
@@ -130,8 +134,9 @@ def check_version_free(repository: Path, name: str, version: int) -> None:
         raise PublishError(f"--version must be a positive integer, got {version}")
     target = Path(repository) / name / str(version)
     if target.exists():
-        raise PublishError(f"version {version} of {name!r} already exists at {target}; "
-                           "choose another --version")
+        raise PublishError(
+            f"version {version} of {name!r} already exists at {target}; choose another --version"
+        )
 
 
 def remove_stale_tmp_dirs(model_dir: Path, max_age_s: float = STALE_TMP_AGE_S) -> list[Path]:
@@ -194,33 +199,54 @@ def signature_spec(serving_function: Any) -> dict[str, dict[str, dict[str, Any]]
     _, input_specs = serving_function.structured_input_signature
     return {
         "inputs": {name: _tensor_spec(spec) for name, spec in sorted(input_specs.items())},
-        "outputs": {name: _tensor_spec(spec)
-                    for name, spec in serving_function.structured_outputs.items()},
+        "outputs": {
+            name: _tensor_spec(spec) for name, spec in serving_function.structured_outputs.items()
+        },
     }
 
 
 def _tensor_spec(spec: Any) -> dict[str, Any]:
-    return {"dtype": spec.dtype.name,
-            "shape": [-1 if dim is None else int(dim) for dim in spec.shape.as_list()]}
+    return {
+        "dtype": spec.dtype.name,
+        "shape": [-1 if dim is None else int(dim) for dim in spec.shape.as_list()],
+    }
 
 
 def code_revision(source_dir: Path | None = None) -> str | None:
     """The git commit of the training code (with `-dirty` for local edits), or None if unknown."""
     directory = source_dir or Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "."],
-                               cwd=directory, capture_output=True, text=True, timeout=5,
-                               check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "."],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{sha}-dirty" if dirty else sha or None
 
 
-def build_metadata(*, name: str, version: int, data: dict[str, Any], training: dict[str, Any],
-                   metrics: dict[str, float], signature: dict[str, Any],
-                   extra: dict[str, Any]) -> dict[str, Any]:
+def build_metadata(
+    *,
+    name: str,
+    version: int,
+    data: dict[str, Any],
+    training: dict[str, Any],
+    metrics: dict[str, float],
+    signature: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     """The metadata.json document of models/README.md; `extra` is the recipe's own part."""
     return {
         "name": name,

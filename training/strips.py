@@ -64,9 +64,14 @@ class StripBatch:
         ]
 
 
-def compose_strips(digits: np.ndarray, digit_labels: np.ndarray, count: int,
-                   rng: np.random.Generator, style: StripStyle = HELDOUT_STYLE,
-                   min_width: int = STRIP_HEIGHT) -> StripBatch:
+def compose_strips(
+    digits: np.ndarray,
+    digit_labels: np.ndarray,
+    count: int,
+    rng: np.random.Generator,
+    style: StripStyle = HELDOUT_STYLE,
+    min_width: int = STRIP_HEIGHT,
+) -> StripBatch:
     """Compose `count` strips from `digits` (uint8 `[M, 28, 28]`) and their labels.
 
     The batch width is the widest strip's ink plus its right margin, at least `min_width`.
@@ -103,14 +108,19 @@ def compose_strips(digits: np.ndarray, digit_labels: np.ndarray, count: int,
     images = np.zeros((count, STRIP_HEIGHT, width), dtype=np.float32)
     for strip, column, index in placements:
         ink = _shift_rows(tiles[index], int(shifts[index]))
-        target = images[strip, :, column:column + ink.shape[1]]
+        target = images[strip, :, column : column + ink.shape[1]]
         np.maximum(target, ink, out=target)  # touching digits (gap 0) must not erase each other
-    return StripBatch(images=images[..., np.newaxis], labels=labels,
-                      label_lengths=lengths.astype(np.int32), spans=spans)
+    return StripBatch(
+        images=images[..., np.newaxis],
+        labels=labels,
+        label_lengths=lengths.astype(np.int32),
+        spans=spans,
+    )
 
 
-def _prepare_tiles(images: np.ndarray, rng: np.random.Generator,
-                   style: StripStyle) -> list[np.ndarray]:
+def _prepare_tiles(
+    images: np.ndarray, rng: np.random.Generator, style: StripStyle
+) -> list[np.ndarray]:
     """Each digit in [0, 1], optionally rotated/scaled, cut to its ink columns (at least 1)."""
     scaled = images.astype(np.float32) / 255.0
     if style.augment and len(scaled):
@@ -123,7 +133,7 @@ def _prepare_tiles(images: np.ndarray, rng: np.random.Generator,
         if len(columns) == 0:  # a blank digit still occupies a few columns
             tiles.append(image[:, 10:18])
             continue
-        tiles.append(image[:, columns[0]:columns[-1] + 1])
+        tiles.append(image[:, columns[0] : columns[-1] + 1])
     return tiles
 
 

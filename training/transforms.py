@@ -16,8 +16,9 @@ SCALE_RANGE = (0.7, 1.3)
 UPRIGHT_MIN_ELONGATION = 2.0
 
 
-def transform(images: np.ndarray, angles_deg: np.ndarray | float,
-              scales: np.ndarray | float) -> np.ndarray:
+def transform(
+    images: np.ndarray, angles_deg: np.ndarray | float, scales: np.ndarray | float
+) -> np.ndarray:
     """Rotate each image by its angle (degrees, counter-clockwise) and scale it by its factor.
 
     `images` is `[N, H, W]` or `[N, H, W, 1]`, any real dtype; the result is float32 of the same
@@ -34,8 +35,9 @@ def transform(images: np.ndarray, angles_deg: np.ndarray | float,
         raise ValueError("scale factors must be positive")
 
     centre_y, centre_x = (height - 1) / 2.0, (width - 1) / 2.0
-    out_y, out_x = np.meshgrid(np.arange(height) - centre_y, np.arange(width) - centre_x,
-                               indexing="ij")
+    out_y, out_x = np.meshgrid(
+        np.arange(height) - centre_y, np.arange(width) - centre_x, indexing="ij"
+    )
     theta = np.deg2rad(angles)[:, None, None]
     cos, sin = np.cos(theta), np.sin(theta)
     inverse_scale = 1.0 / factors[:, None, None]
@@ -47,11 +49,15 @@ def transform(images: np.ndarray, angles_deg: np.ndarray | float,
     return result[..., np.newaxis] if channel else result
 
 
-def undo(images: np.ndarray, angles_deg: np.ndarray | float,
-         scales: np.ndarray | float) -> np.ndarray:
+def undo(
+    images: np.ndarray, angles_deg: np.ndarray | float, scales: np.ndarray | float
+) -> np.ndarray:
     """Inverse of `transform`: straighten images given the angle and scale that were applied."""
-    return transform(images, -np.asarray(angles_deg, dtype=np.float64),
-                     1.0 / np.asarray(scales, dtype=np.float64))
+    return transform(
+        images,
+        -np.asarray(angles_deg, dtype=np.float64),
+        1.0 / np.asarray(scales, dtype=np.float64),
+    )
 
 
 def principal_axes(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,9 +18,14 @@ from app.errors import InvalidInput, UnsupportedMediaType
 JSON_MEDIA_TYPE = "application/json"
 # curl -d sends form-urlencoded by default and TF Serving's examples rely on that; missing and
 # text/plain are what simple clients send. Anything else (images, multipart) is refused.
-JSON_COMPATIBLE_TYPES = frozenset({
-    "", JSON_MEDIA_TYPE, "text/plain", "application/x-www-form-urlencoded",
-})
+JSON_COMPATIBLE_TYPES = frozenset(
+    {
+        "",
+        JSON_MEDIA_TYPE,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+    }
+)
 ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -33,8 +38,9 @@ async def read_json_bytes(request: Request) -> bytes:
     """The raw body of a JSON request; 415 for a non-JSON content type."""
     kind = media_type(request)
     if kind not in JSON_COMPATIBLE_TYPES and not kind.endswith("+json"):
-        raise UnsupportedMediaType(f"expected a JSON body (Content-Type: {JSON_MEDIA_TYPE}), "
-                                   f"got Content-Type {kind!r}")
+        raise UnsupportedMediaType(
+            f"expected a JSON body (Content-Type: {JSON_MEDIA_TYPE}), got Content-Type {kind!r}"
+        )
     return await request.body()
 
 
@@ -51,11 +57,16 @@ async def read_json_body(request: Request) -> Any:
     return parse_json(await read_json_bytes(request))
 
 
-def json_response(content: Any, status_code: int = 200,
-                  headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    content: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     """orjson bytes (numpy arrays and scalars included) as an application/json response."""
-    return Response(content=orjson.dumps(content, option=ORJSON_OPTIONS),
-                    status_code=status_code, media_type=JSON_MEDIA_TYPE, headers=headers)
+    return Response(
+        content=orjson.dumps(content, option=ORJSON_OPTIONS),
+        status_code=status_code,
+        media_type=JSON_MEDIA_TYPE,
+        headers=headers,
+    )
 
 
 def parse_version(text: str) -> int:

@@ -18,11 +18,14 @@ from app.protocols import kserve_v2, tfserving
 
 def inference_routes() -> list[BaseRoute]:
     """Every POST route that runs a model, TF Serving's and KServe v2's."""
-    routes: list[BaseRoute] = [Route(path, tfserving.predict, methods=["POST"],
-                                     include_in_schema=False)
-                               for path in tfserving.PREDICT_PATHS]
-    routes += [Route("/v2" + path, kserve_v2.infer, methods=["POST"], include_in_schema=False)
-               for path in (kserve_v2.INFER_PATH, kserve_v2.VERSION_INFER_PATH)]
+    routes: list[BaseRoute] = [
+        Route(path, tfserving.predict, methods=["POST"], include_in_schema=False)
+        for path in tfserving.PREDICT_PATHS
+    ]
+    routes += [
+        Route("/v2" + path, kserve_v2.infer, methods=["POST"], include_in_schema=False)
+        for path in (kserve_v2.INFER_PATH, kserve_v2.VERSION_INFER_PATH)
+    ]
     return routes
 
 

@@ -34,16 +34,32 @@ from app.servable import TensorSpec
 
 _INFER_EXAMPLE = {
     "id": "42",
-    "inputs": [{"name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32",
-                "data": ["... 784 numbers in [0, 1], row-major ..."]}],
-    "outputs": [{"name": "class_id"}, {"name": "probabilities",
-                                        "parameters": {"binary_data": False}}],
+    "inputs": [
+        {
+            "name": "image",
+            "shape": [1, 28, 28, 1],
+            "datatype": "FP32",
+            "data": ["... 784 numbers in [0, 1], row-major ..."],
+        }
+    ],
+    "outputs": [
+        {"name": "class_id"},
+        {"name": "probabilities", "parameters": {"binary_data": False}},
+    ],
 }
 _INFER_RESPONSE_EXAMPLE = {
-    "model_name": "mnist", "model_version": "1", "id": "42",
-    "outputs": [{"name": "class_id", "datatype": "INT64", "shape": [1], "data": [7]},
-                {"name": "probabilities", "datatype": "FP32", "shape": [1, 10],
-                 "data": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.99, 0.0, 0.01]}],
+    "model_name": "mnist",
+    "model_version": "1",
+    "id": "42",
+    "outputs": [
+        {"name": "class_id", "datatype": "INT64", "shape": [1], "data": [7]},
+        {
+            "name": "probabilities",
+            "datatype": "FP32",
+            "shape": [1, 10],
+            "data": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.99, 0.0, 0.01],
+        },
+    ],
 }
 INFER_PATH = "/models/{model_name}/infer"
 VERSION_INFER_PATH = "/models/{model_name}/versions/{version}/infer"
@@ -52,17 +68,22 @@ _INFER_BODY: dict[str, Any] = {
     "description": (
         "A v2 inference request. With the binary tensor data extension the JSON header is "
         f"followed by raw little-endian tensor bytes, `{HEADER_LENGTH_HEADER}` gives the "
-        "header's length and each binary input has `parameters.binary_data_size`."),
+        "header's length and each binary input has `parameters.binary_data_size`."
+    ),
     "content": {
         "application/json": {"schema": {"type": "object"}, "example": _INFER_EXAMPLE},
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     },
 }
 _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The outputs, as JSON or (when any output was asked for in binary) a "
-                         f"JSON header of `{HEADER_LENGTH_HEADER}` bytes followed by raw data.",
-          "content": {"application/json": {"example": _INFER_RESPONSE_EXAMPLE},
-                      "application/octet-stream": {}}},
+    200: {
+        "description": "The outputs, as JSON or (when any output was asked for in binary) a "
+        f"JSON header of `{HEADER_LENGTH_HEADER}` bytes followed by raw data.",
+        "content": {
+            "application/json": {"example": _INFER_RESPONSE_EXAMPLE},
+            "application/octet-stream": {},
+        },
+    },
     400: {"description": "Malformed request: JSON, datatype, shape, binary sizes, names."},
     404: {"description": "Unknown model or version."},
     503: {"description": "The model is not ready."},
@@ -72,14 +93,24 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _infer_openapi(path: str) -> dict[str, Any]:
     """The request body and path parameters, which FastAPI cannot see on a raw-Request route."""
     names = [name for name in ("model_name", "version") if "{" + name + "}" in path]
-    return {"requestBody": _INFER_BODY,
-            "parameters": [{"name": name, "in": "path", "required": True,
-                            "schema": {"type": "string"}} for name in names]}
+    return {
+        "requestBody": _INFER_BODY,
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in names
+        ],
+    }
 
 
 def _v2_tensors(specs: dict[str, TensorSpec]) -> list[dict[str, Any]]:
-    return [{"name": spec.name, "datatype": v2_datatype(spec.tf_dtype),
-             "shape": spec.shape_with_minus_one} for spec in specs.values()]
+    return [
+        {
+            "name": spec.name,
+            "datatype": v2_datatype(spec.tf_dtype),
+            "shape": spec.shape_with_minus_one,
+        }
+        for spec in specs.values()
+    ]
 
 
 def _v2_model_metadata(metadata: ModelMetadata) -> dict[str, Any]:
@@ -114,8 +145,9 @@ async def model_metadata(dataplane: DataPlaneDep, model_name: str) -> dict[str, 
     return _v2_model_metadata(dataplane.model_metadata(model_name, None))
 
 
-async def model_version_metadata(dataplane: DataPlaneDep, model_name: str,
-                                 version: str) -> dict[str, Any]:
+async def model_version_metadata(
+    dataplane: DataPlaneDep, model_name: str, version: str
+) -> dict[str, Any]:
     """Like the model's metadata, for one version."""
     return _v2_model_metadata(dataplane.model_metadata(model_name, parse_version(version)))
 
@@ -132,8 +164,9 @@ async def model_ready(dataplane: DataPlaneDep, model_name: str) -> dict[str, Any
     return _readiness(dataplane, model_name, None)
 
 
-async def model_version_ready(dataplane: DataPlaneDep, model_name: str,
-                              version: str) -> dict[str, Any]:
+async def model_version_ready(
+    dataplane: DataPlaneDep, model_name: str, version: str
+) -> dict[str, Any]:
     """200 when this version can answer; 503 otherwise, 404 when unknown."""
     return _readiness(dataplane, model_name, parse_version(version))
 
@@ -147,16 +180,26 @@ async def infer(request: Request) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
     # Bodies over the threshold are decoded in a parse thread, numeric data in slices.
     threshold = request.app.state.settings.inline_parse_bytes
-    decoded = await parse_off_loop(len(body), threshold, decode_infer_request, body,
-                                   header_length, dataplane.limits, len(body) > threshold)
+    decoded = await parse_off_loop(
+        len(body),
+        threshold,
+        decode_infer_request,
+        body,
+        header_length,
+        dataplane.limits,
+        len(body) > threshold,
+    )
     result = await dataplane.infer(
-        path["model_name"], decoded.inputs,
+        path["model_name"],
+        decoded.inputs,
         version=None if version is None else parse_version(version),
         outputs=None if decoded.outputs is None else [o.name for o in decoded.outputs],
-        client_gone=client_gone(request))
+        client_gone=client_gone(request),
+    )
     note_served_version(request.scope, result.model_version)
-    encoded = encode_infer_response(result.model_name, result.model_version, result.outputs,
-                                    decoded)
+    encoded = encode_infer_response(
+        result.model_name, result.model_version, result.outputs, decoded
+    )
     headers = None
     if encoded.header_length is not None:
         headers = {HEADER_LENGTH_HEADER: str(encoded.header_length)}
@@ -169,19 +212,37 @@ def build_router() -> APIRouter:
     router.add_api_route("", server_metadata, methods=["GET"], summary="Server metadata")
     router.add_api_route("/health/live", server_live, methods=["GET"], summary="Liveness")
     router.add_api_route("/health/ready", server_ready, methods=["GET"], summary="Readiness")
-    router.add_api_route("/models/{model_name}", model_metadata, methods=["GET"],
-                         summary="Model metadata")
-    router.add_api_route("/models/{model_name}/versions/{version}", model_version_metadata,
-                         methods=["GET"], summary="Model version metadata")
-    router.add_api_route("/models/{model_name}/ready", model_ready, methods=["GET"],
-                         summary="Model readiness")
-    router.add_api_route("/models/{model_name}/versions/{version}/ready", model_version_ready,
-                         methods=["GET"], summary="Model version readiness")
-    for path, summary in ((INFER_PATH, "Inference"),
-                          (VERSION_INFER_PATH, "Inference on one version")):
+    router.add_api_route(
+        "/models/{model_name}", model_metadata, methods=["GET"], summary="Model metadata"
+    )
+    router.add_api_route(
+        "/models/{model_name}/versions/{version}",
+        model_version_metadata,
+        methods=["GET"],
+        summary="Model version metadata",
+    )
+    router.add_api_route(
+        "/models/{model_name}/ready", model_ready, methods=["GET"], summary="Model readiness"
+    )
+    router.add_api_route(
+        "/models/{model_name}/versions/{version}/ready",
+        model_version_ready,
+        methods=["GET"],
+        summary="Model version readiness",
+    )
+    for path, summary in (
+        (INFER_PATH, "Inference"),
+        (VERSION_INFER_PATH, "Inference on one version"),
+    ):
         # Served by a plain route hoisted to the front of the app (app.protocols.hot_routes);
         # this APIRoute documents it in OpenAPI.
-        router.add_api_route(path, infer, methods=["POST"], summary=summary,
-                             openapi_extra=_infer_openapi(path), responses=_INFER_RESPONSES,
-                             response_class=Response)
+        router.add_api_route(
+            path,
+            infer,
+            methods=["POST"],
+            summary=summary,
+            openapi_extra=_infer_openapi(path),
+            responses=_INFER_RESPONSES,
+            response_class=Response,
+        )
     return router

@@ -53,7 +53,7 @@ def parse_with_numeric_array(body: bytes, key: str) -> dict[str, Any] | None:
     if array is None:
         return None
     try:
-        rest = orjson.loads(body[:match.start(1)] + PLACEHOLDER + body[match.end(1):])
+        rest = orjson.loads(body[: match.start(1)] + PLACEHOLDER + body[match.end(1) :])
     except orjson.JSONDecodeError:
         return None
     # The match may have been a nested object's key: then the top level's value is not ours.
@@ -110,8 +110,11 @@ def _shape_from_skeleton(skeleton: bytes) -> tuple[int, ...] | None:
 
 def skeleton_of(shape: tuple[int, ...]) -> bytes:
     """Brackets and commas of a rectangular array of `shape`: `(2, 3)` -> `[[,,],[,,]]`."""
-    return _cached_skeleton(shape) if math.prod(shape) <= CACHED_SKELETON_BYTES // 2 else \
-        _build_skeleton(shape)
+    return (
+        _cached_skeleton(shape)
+        if math.prod(shape) <= CACHED_SKELETON_BYTES // 2
+        else _build_skeleton(shape)
+    )
 
 
 @lru_cache(maxsize=CACHED_SKELETONS)

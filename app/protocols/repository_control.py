@@ -55,16 +55,20 @@ def build_router() -> APIRouter:
             raise InvalidInput(f"'ready' must be true or false, got {ready_only!r}")
         entries = [
             {"name": e.name, "version": str(e.version), "state": e.state, "reason": e.reason}
-            if e.version is not None else {"name": e.name, "state": e.state, "reason": e.reason}
-            for e in _reloader(request).index() if not ready_only or e.state == "READY"]
+            if e.version is not None
+            else {"name": e.name, "state": e.state, "reason": e.reason}
+            for e in _reloader(request).index()
+            if not ready_only or e.state == "READY"
+        ]
         return json_response(entries)
 
     @router.post("/models/{name}/load", summary="Load a model (lifts an explicit unload)")
     async def load(name: str, request: Request) -> Response:
         await _optional_body(request)
         versions = await _reloader(request).load_model(name)
-        described = [{"version": str(e.version), "state": e.state.value, "error": e.error}
-                     for e in versions]
+        described = [
+            {"version": str(e.version), "state": e.state.value, "error": e.error} for e in versions
+        ]
         if not any(e.state is VersionState.AVAILABLE for e in versions):
             errors = "; ".join(f"version {e.version}: {e.error}" for e in versions if e.error)
             raise Unavailable(f"model {name!r} could not be loaded: {errors or 'no version'}")

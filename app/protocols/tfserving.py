@@ -36,13 +36,26 @@ from app.servable import SERVING_SIGNATURE, TensorSpec
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 BINARY_OUTPUT_SUFFIX = "_bytes"
-PREDICT_PATHS = ("/v1/models/{name}:predict", "/v1/models/{name}/versions/{version}:predict",
-                 "/v1/models/{name}/labels/{label}:predict")
+PREDICT_PATHS = (
+    "/v1/models/{name}:predict",
+    "/v1/models/{name}/versions/{version}:predict",
+    "/v1/models/{name}/labels/{label}:predict",
+)
 TF_DATATYPES = {
-    "float16": "DT_HALF", "bfloat16": "DT_BFLOAT16", "float32": "DT_FLOAT",
-    "float64": "DT_DOUBLE", "int8": "DT_INT8", "int16": "DT_INT16", "int32": "DT_INT32",
-    "int64": "DT_INT64", "uint8": "DT_UINT8", "uint16": "DT_UINT16", "uint32": "DT_UINT32",
-    "uint64": "DT_UINT64", "bool": "DT_BOOL", "string": "DT_STRING",
+    "float16": "DT_HALF",
+    "bfloat16": "DT_BFLOAT16",
+    "float32": "DT_FLOAT",
+    "float64": "DT_DOUBLE",
+    "int8": "DT_INT8",
+    "int16": "DT_INT16",
+    "int32": "DT_INT32",
+    "int64": "DT_INT64",
+    "uint8": "DT_UINT8",
+    "uint16": "DT_UINT16",
+    "uint32": "DT_UINT32",
+    "uint64": "DT_UINT64",
+    "bool": "DT_BOOL",
+    "string": "DT_STRING",
 }
 
 
@@ -72,59 +85,89 @@ def build_router() -> APIRouter:
     async def metadata(name: str, request: Request) -> Response:
         return json_response(_metadata_body(dataplane(request).model_metadata(name)))
 
-    @router.get("/v1/models/{name}/versions/{version}/metadata",
-                summary="Signature def of one version")
+    @router.get(
+        "/v1/models/{name}/versions/{version}/metadata", summary="Signature def of one version"
+    )
     async def version_metadata(name: str, version: str, request: Request) -> Response:
         info = dataplane(request).model_metadata(name, version=parse_version(version))
         return json_response(_metadata_body(info))
 
-    @router.get("/v1/models/{name}/labels/{label}/metadata",
-                summary="Signature def of a labelled version")
+    @router.get(
+        "/v1/models/{name}/labels/{label}/metadata", summary="Signature def of a labelled version"
+    )
     async def label_metadata(name: str, label: str, request: Request) -> Response:
         return json_response(_metadata_body(dataplane(request).model_metadata(name, label=label)))
 
-    for path, summary in zip(PREDICT_PATHS, ("Predict with the default version",
-                                             "Predict with one version",
-                                             "Predict with a labelled version"), strict=True):
+    for path, summary in zip(
+        PREDICT_PATHS,
+        (
+            "Predict with the default version",
+            "Predict with one version",
+            "Predict with a labelled version",
+        ),
+        strict=True,
+    ):
         # A plain Starlette route registered first wins the match: FastAPI's dependency solving
         # around an APIRoute costs about 0.1 ms a request. The APIRoute only documents it.
         router.add_route(path, predict, methods=["POST"], include_in_schema=False)
-        router.add_api_route(path, predict, methods=["POST"], summary=summary,
-                             openapi_extra=_predict_openapi(path), response_class=Response)
+        router.add_api_route(
+            path,
+            predict,
+            methods=["POST"],
+            summary=summary,
+            openapi_extra=_predict_openapi(path),
+            response_class=Response,
+        )
     return router
 
 
 def _predict_openapi(path: str) -> dict[str, Any]:
     """The JSON body and path parameters, which FastAPI cannot see on a raw-Request route."""
     names = [name for name in ("name", "version", "label") if "{" + name + "}" in path]
-    return {"requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"type": "object"},
-                "example": {"instances": [[[[0.0]] * 28] * 28]}}}},
-            "parameters": [{"name": name, "in": "path", "required": True,
-                            "schema": {"type": "string"}} for name in names]}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object"},
+                    "example": {"instances": [[[[0.0]] * 28] * 28]},
+                }
+            },
+        },
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in names
+        ],
+    }
 
 
 async def predict(request: Request) -> Response:
     """Predict with the default, numbered or labelled version named in the path."""
     path = request.path_params
     version = path.get("version")
-    return await _predict(request, path["name"],
-                          version=None if version is None else parse_version(version),
-                          label=path.get("label"))
+    return await _predict(
+        request,
+        path["name"],
+        version=None if version is None else parse_version(version),
+        label=path.get("label"),
+    )
 
 
-async def _predict(request: Request, name: str, version: int | None = None,
-                   label: str | None = None) -> Response:
+async def _predict(
+    request: Request, name: str, version: int | None = None, label: str | None = None
+) -> Response:
     plane: DataPlane = request.app.state.dataplane
     raw = await read_json_bytes(request)
     # Bodies over the threshold are decoded in a parse thread (numeric arrays in slices), the
     # rows of a big body turned into arrays there too: a Python loop over them would hold
     # the event loop.
     threshold = request.app.state.settings.inline_parse_bytes
-    has_rows, inputs = await parse_off_loop(len(raw), threshold, decode_predict, raw,
-                                            len(raw) > threshold)
-    result = await plane.infer(name, inputs, version=version, label=label,
-                               client_gone=client_gone(request))
+    has_rows, inputs = await parse_off_loop(
+        len(raw), threshold, decode_predict, raw, len(raw) > threshold
+    )
+    result = await plane.infer(
+        name, inputs, version=version, label=label, client_gone=client_gone(request)
+    )
     note_served_version(request.scope, result.model_version)
     encoded = {key: encode_output(key, value) for key, value in result.outputs.items()}
     if has_rows:
@@ -141,12 +184,16 @@ def decode_predict(raw: bytes, sliced: bool = False) -> tuple[bool, dict[str, np
     signature = body.get("signature_name", SERVING_SIGNATURE)
     if not isinstance(signature, str) or signature != SERVING_SIGNATURE:
         signature = signature if isinstance(signature, str) else type(signature).__name__
-        raise InvalidInput(f"serving signature name {signature[:80]!r} not found; "
-                           f"this model has {SERVING_SIGNATURE!r}")
+        raise InvalidInput(
+            f"serving signature name {signature[:80]!r} not found; "
+            f"this model has {SERVING_SIGNATURE!r}"
+        )
     has_rows, has_columns = "instances" in body, "inputs" in body
     if has_rows == has_columns:
-        raise InvalidInput("the request must have exactly one of 'instances' (row format) or "
-                           f"'inputs' (columnar format), got keys {sorted(body)}")
+        raise InvalidInput(
+            "the request must have exactly one of 'instances' (row format) or "
+            f"'inputs' (columnar format), got keys {sorted(body)}"
+        )
     # No model lookup here: an unnamed value is named inside the data plane's lease, so the
     # version whose signature names it is the version that answers.
     if has_rows:
@@ -176,12 +223,12 @@ def _parse_predict_body(raw: bytes, sliced: bool = False) -> dict[str, Any]:
 
 # ---- request decoding ------------------------------------------------------------------------
 
+
 def _is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and "b64" in value
 
 
-def rows_to_inputs(instances: Any,
-                   input_names: list[str] | None = None) -> dict[str, np.ndarray]:
+def rows_to_inputs(instances: Any, input_names: list[str] | None = None) -> dict[str, np.ndarray]:
     """Row format: a list of instances, each a value (one-input model) or {input: value}.
 
     A value that names no input is keyed `UNNAMED_INPUT` when `input_names` is None: the data
@@ -197,15 +244,15 @@ def rows_to_inputs(instances: Any,
         for index, instance in enumerate(instances):
             if not isinstance(instance, dict) or instance.keys() != keys:
                 got = sorted(instance) if isinstance(instance, dict) else type(instance).__name__
-                raise InvalidInput(f"every instance must name the same inputs {sorted(keys)}; "
-                                   f"instance {index} has {got}")
-        return {key: _to_array([instance[key] for instance in instances], key)
-                for key in keys}
+                raise InvalidInput(
+                    f"every instance must name the same inputs {sorted(keys)}; "
+                    f"instance {index} has {got}"
+                )
+        return {key: _to_array([instance[key] for instance in instances], key) for key in keys}
     return {_only_input(input_names, "instance"): _to_array(instances, "the instances")}
 
 
-def columns_to_inputs(columns: Any,
-                      input_names: list[str] | None = None) -> dict[str, np.ndarray]:
+def columns_to_inputs(columns: Any, input_names: list[str] | None = None) -> dict[str, np.ndarray]:
     """Columnar format: {input: batch of values}, or the batch alone for one-input models
     (keyed `UNNAMED_INPUT` when `input_names` is None, as in `rows_to_inputs`)."""
     if isinstance(columns, np.ndarray):  # decoded by app.protocols.numeric_json
@@ -219,8 +266,9 @@ def _only_input(input_names: list[str] | None, what: str) -> str:
     if input_names is None:
         return UNNAMED_INPUT
     if len(input_names) != 1:
-        raise InvalidInput(f"the model has inputs {input_names}: each {what} must be an "
-                           "object that names them")
+        raise InvalidInput(
+            f"the model has inputs {input_names}: each {what} must be an object that names them"
+        )
     return input_names[0]
 
 
@@ -229,8 +277,9 @@ def _to_array(value: Any, input_name: str) -> np.ndarray:
     try:
         array = np.asarray(value)
     except ValueError as exc:  # ragged lists
-        raise InvalidInput(f"input {input_name!r} is not a rectangular array "
-                           f"(rows of different lengths): {exc}") from exc
+        raise InvalidInput(
+            f"input {input_name!r} is not a rectangular array (rows of different lengths): {exc}"
+        ) from exc
     if array.dtype.kind == "O":  # b64 objects (or junk the validator will name)
         array = np.array(_decode_b64_leaves(value, input_name), dtype=object)
     return array
@@ -241,17 +290,19 @@ def _decode_b64_leaves(value: Any, input_name: str) -> Any:
         return [_decode_b64_leaves(item, input_name) for item in value]
     if isinstance(value, dict):
         if not _is_b64(value) or not isinstance(value["b64"], str):
-            raise InvalidInput(f"input {input_name!r}: the only object allowed as a value is "
-                               f'{{"b64": "<base64 string>"}}, got keys {sorted(value)}')
+            raise InvalidInput(
+                f"input {input_name!r}: the only object allowed as a value is "
+                f'{{"b64": "<base64 string>"}}, got keys {sorted(value)}'
+            )
         try:
             return base64.b64decode(value["b64"], validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise InvalidInput(f"input {input_name!r}: invalid base64 in b64 value: "
-                               f"{exc}") from exc
+            raise InvalidInput(f"input {input_name!r}: invalid base64 in b64 value: {exc}") from exc
     return value
 
 
 # ---- response encoding -----------------------------------------------------------------------
+
 
 def encode_output(name: str, array: np.ndarray) -> Any:
     """Numbers stay numpy (orjson writes them); strings become str, or b64 for `*_bytes`."""
@@ -272,42 +323,62 @@ def predictions_from_outputs(encoded: dict[str, Any], raw: dict[str, np.ndarray]
     sizes = {key: (value.shape[0] if value.ndim else None) for key, value in raw.items()}
     batch = next(iter(sizes.values()))
     if batch is None or any(size != batch for size in sizes.values()):
-        raise InvalidInput(f"outputs have different batch sizes {sizes}: the row format "
-                           "cannot hold them; use the columnar format ('inputs')")
+        raise InvalidInput(
+            f"outputs have different batch sizes {sizes}: the row format "
+            "cannot hold them; use the columnar format ('inputs')"
+        )
     return [{key: column[row] for key, column in encoded.items()} for row in range(batch)]
 
 
 def _status_body(statuses: list[VersionStatus]) -> dict[str, Any]:
-    return {"model_version_status": [
-        {"version": str(status.version), "state": status.state.value,
-         "status": ({"error_code": "UNKNOWN", "error_message": status.error} if status.error
-                    else {"error_code": "OK", "error_message": ""})}
-        for status in statuses
-    ]}
+    return {
+        "model_version_status": [
+            {
+                "version": str(status.version),
+                "state": status.state.value,
+                "status": (
+                    {"error_code": "UNKNOWN", "error_message": status.error}
+                    if status.error
+                    else {"error_code": "OK", "error_message": ""}
+                ),
+            }
+            for status in statuses
+        ]
+    }
 
 
 def _tensor_info(spec: TensorSpec, tensor_name: str) -> dict[str, Any]:
     return {
         "dtype": TF_DATATYPES.get(spec.tf_dtype, "DT_INVALID"),
-        "tensor_shape": {"dim": [{"size": str(size), "name": ""}
-                                 for size in spec.shape_with_minus_one],
-                         "unknown_rank": False},
+        "tensor_shape": {
+            "dim": [{"size": str(size), "name": ""} for size in spec.shape_with_minus_one],
+            "unknown_rank": False,
+        },
         "name": tensor_name,
     }
 
 
 def _metadata_body(info: ModelMetadata) -> dict[str, Any]:
     """GetModelMetadata's JSON: the `serving_default` signature def as TF Serving prints it."""
-    inputs = {key: _tensor_info(spec, f"{SERVING_SIGNATURE}_{key}:0")
-              for key, spec in info.inputs.items()}
-    outputs = {key: _tensor_info(spec, f"StatefulPartitionedCall:{index}")
-               for index, (key, spec) in enumerate(info.outputs.items())}
+    inputs = {
+        key: _tensor_info(spec, f"{SERVING_SIGNATURE}_{key}:0") for key, spec in info.inputs.items()
+    }
+    outputs = {
+        key: _tensor_info(spec, f"StatefulPartitionedCall:{index}")
+        for index, (key, spec) in enumerate(info.outputs.items())
+    }
     return {
         "model_spec": {"name": info.name, "signature_name": "", "version": str(info.version)},
-        "metadata": {"signature_def": {
-            "signature_def": {SERVING_SIGNATURE: {
-                "inputs": inputs, "outputs": outputs, "method_name": PREDICT_METHOD,
-                "defaults": {},
-            }},
-        }},
+        "metadata": {
+            "signature_def": {
+                "signature_def": {
+                    SERVING_SIGNATURE: {
+                        "inputs": inputs,
+                        "outputs": outputs,
+                        "method_name": PREDICT_METHOD,
+                        "defaults": {},
+                    }
+                },
+            }
+        },
     }

@@ -54,8 +54,17 @@ V2_DATATYPES: tuple[str, ...] = (*V2_NUMERIC_DTYPES, BYTES)
 
 # dtype *names* (numpy's and TensorFlow's spellings) -> v2 datatype; used for metadata and outputs.
 _NAME_TO_V2: dict[str, str] = {dtype.name: v2 for v2, dtype in V2_NUMERIC_DTYPES.items()}
-_NAME_TO_V2.update({"half": "FP16", "float": "FP32", "double": "FP64", "string": BYTES,
-                    "object": BYTES, "bytes": BYTES, "str": BYTES})
+_NAME_TO_V2.update(
+    {
+        "half": "FP16",
+        "float": "FP32",
+        "double": "FP64",
+        "string": BYTES,
+        "object": BYTES,
+        "bytes": BYTES,
+        "str": BYTES,
+    }
+)
 
 _DTYPE_TO_V2: dict[np.dtype, str] = {dtype: v2 for v2, dtype in V2_NUMERIC_DTYPES.items()}
 _LENGTH_PREFIX = struct.Struct("<I")
@@ -125,16 +134,21 @@ def parse_header_length(value: str | None, body_length: int) -> int | None:
         length = int(value)
     except ValueError:
         raise InvalidInput(
-            f"{HEADER_LENGTH_HEADER} must be an integer, got {value[:40]!r}") from None
+            f"{HEADER_LENGTH_HEADER} must be an integer, got {value[:40]!r}"
+        ) from None
     if not 0 < length <= body_length:
         raise InvalidInput(
-            f"{HEADER_LENGTH_HEADER} is {length} but the body has {body_length} bytes")
+            f"{HEADER_LENGTH_HEADER} is {length} but the body has {body_length} bytes"
+        )
     return length
 
 
-def decode_infer_request(body: bytes, header_length: int | None = None,
-                         limits: TensorLimits = DEFAULT_LIMITS,
-                         sliced: bool = False) -> InferRequest:
+def decode_infer_request(
+    body: bytes,
+    header_length: int | None = None,
+    limits: TensorLimits = DEFAULT_LIMITS,
+    sliced: bool = False,
+) -> InferRequest:
     """Decode a v2 inference request body (JSON, or JSON header + binary tensor data).
 
     `sliced`: parse numeric `data` in slices (`app.protocols.large_json`), for big bodies
@@ -158,8 +172,9 @@ def decode_infer_request(body: bytes, header_length: int | None = None,
         binary_size = parameters.get("binary_data_size")
         if binary_size is None:
             if "data" not in raw:
-                raise InvalidInput(f"input {name!r} has neither 'data' nor "
-                                   "parameters.binary_data_size")
+                raise InvalidInput(
+                    f"input {name!r} has neither 'data' nor parameters.binary_data_size"
+                )
             count = limits.check_shape(name, shape)
             counts.append(count)
             limits.check_request(counts)
@@ -168,26 +183,31 @@ def decode_infer_request(body: bytes, header_length: int | None = None,
         if "data" in raw:
             raise InvalidInput(f"input {name!r} has both 'data' and binary_data_size")
         if header_length is None:
-            raise InvalidInput(f"input {name!r} has binary_data_size but the request has no "
-                               f"{HEADER_LENGTH_HEADER} header")
+            raise InvalidInput(
+                f"input {name!r} has binary_data_size but the request has no "
+                f"{HEADER_LENGTH_HEADER} header"
+            )
         if not isinstance(binary_size, int) or isinstance(binary_size, bool) or binary_size < 0:
-            raise InvalidInput(f"input {name!r}: binary_data_size must be a non-negative "
-                               f"integer, got {binary_size!r}")
+            raise InvalidInput(
+                f"input {name!r}: binary_data_size must be a non-negative "
+                f"integer, got {binary_size!r}"
+            )
         if cursor + binary_size > len(body):
             raise InvalidInput(
                 f"input {name!r}: binary_data_size {binary_size} runs past the end of the body "
-                f"({len(body) - cursor} bytes left after byte {cursor})")
+                f"({len(body) - cursor} bytes left after byte {cursor})"
+            )
         itemsize = None if datatype == BYTES else V2_NUMERIC_DTYPES[datatype].itemsize
         count = limits.check_declared(name, shape, datatype, itemsize, binary_size)
         counts.append(count)
         limits.check_request(counts)
-        inputs[name] = _array_from_binary(name, view, cursor, binary_size, shape, datatype,
-                                          count)
+        inputs[name] = _array_from_binary(name, view, cursor, binary_size, shape, datatype, count)
         cursor += binary_size
     if header_length is not None and cursor != len(body):
         raise InvalidInput(
             f"the binary_data_size values add up to {cursor - header_length} bytes but "
-            f"{len(body) - header_length} bytes follow the JSON header")
+            f"{len(body) - header_length} bytes follow the JSON header"
+        )
 
     return InferRequest(
         id=_optional_id(header.get("id")),
@@ -224,8 +244,9 @@ def _optional_id(value: Any) -> str | None:
     raise InvalidInput(f"'id' must be a string, got {value!r}")
 
 
-def _tensor_header(raw: Any, limits: TensorLimits
-                   ) -> tuple[str, tuple[int, ...], str, Mapping[str, Any]]:
+def _tensor_header(
+    raw: Any, limits: TensorLimits
+) -> tuple[str, tuple[int, ...], str, Mapping[str, Any]]:
     """Validate the name / shape / datatype / parameters of one input tensor."""
     if not isinstance(raw, dict):
         raise InvalidInput("each input must be an object with name, shape, datatype and data")
@@ -234,85 +255,108 @@ def _tensor_header(raw: Any, limits: TensorLimits
         raise InvalidInput("each input needs a 'name' string")
     shape = raw.get("shape")
     if isinstance(shape, list) and len(shape) > limits.max_rank:  # before a loop over it
-        raise InvalidInput(f"input {name!r} has rank {len(shape)}; the limit is "
-                           f"{limits.max_rank}")
+        raise InvalidInput(f"input {name!r} has rank {len(shape)}; the limit is {limits.max_rank}")
     if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise InvalidInput(
             f"input {name!r}: 'shape' must be a list of non-negative integers, got "
-            f"{str(shape)[:80]}")
+            f"{str(shape)[:80]}"
+        )
     datatype = raw.get("datatype")
     if datatype not in V2_DATATYPES:
-        raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}; expected one of "
-                           f"{', '.join(V2_DATATYPES)}")
+        raise InvalidInput(
+            f"input {name!r}: unknown datatype {datatype!r}; expected one of "
+            f"{', '.join(V2_DATATYPES)}"
+        )
     return name, tuple(shape), datatype, _parameters(raw, f"input {name!r}")
 
 
-def _array_from_json(name: str, data: Any, shape: tuple[int, ...], datatype: str,
-                     count: int) -> np.ndarray:
+def _array_from_json(
+    name: str, data: Any, shape: tuple[int, ...], datatype: str, count: int
+) -> np.ndarray:
     # A flat list (the usual form) is counted before numpy converts it.
-    if isinstance(data, list) and len(data) != count and (not data or not isinstance(
-            data[0], list)):
-        raise InvalidInput(f"input {name!r}: shape {list(shape)} needs {count} elements but "
-                           f"'data' has {len(data)}")
+    if (
+        isinstance(data, list)
+        and len(data) != count
+        and (not data or not isinstance(data[0], list))
+    ):
+        raise InvalidInput(
+            f"input {name!r}: shape {list(shape)} needs {count} elements but 'data' has {len(data)}"
+        )
     if datatype == BYTES:
         return _bytes_array_from_json(name, data, shape, count)
     dtype = V2_NUMERIC_DTYPES[datatype]
     try:
         array = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidInput(f"input {name!r}: 'data' is not a valid {datatype} tensor "
-                           f"({exc})") from None
+        raise InvalidInput(
+            f"input {name!r}: 'data' is not a valid {datatype} tensor ({exc})"
+        ) from None
     if array.size != count:
-        raise InvalidInput(f"input {name!r}: shape {list(shape)} needs {count} elements but "
-                           f"'data' has {array.size}")
+        raise InvalidInput(
+            f"input {name!r}: shape {list(shape)} needs {count} elements but "
+            f"'data' has {array.size}"
+        )
     return array.reshape(shape)
 
 
-def _bytes_array_from_json(name: str, data: Any, shape: tuple[int, ...],
-                           count: int) -> np.ndarray:
+def _bytes_array_from_json(name: str, data: Any, shape: tuple[int, ...], count: int) -> np.ndarray:
     flat = np.array(data, dtype=object).reshape(-1) if isinstance(data, list) else None
     if flat is None or flat.size != count:
         got = "no list" if flat is None else f"{flat.size} elements"
-        raise InvalidInput(f"input {name!r}: shape {list(shape)} needs {count} BYTES "
-                           f"elements but 'data' has {got}")
+        raise InvalidInput(
+            f"input {name!r}: shape {list(shape)} needs {count} BYTES elements but 'data' has {got}"
+        )
     for index, element in enumerate(flat):
         if isinstance(element, str):
             flat[index] = element.encode("utf-8")
         elif not isinstance(element, bytes):
-            raise InvalidInput(f"input {name!r}: BYTES elements must be strings, got "
-                               f"{type(element).__name__}")
+            raise InvalidInput(
+                f"input {name!r}: BYTES elements must be strings, got {type(element).__name__}"
+            )
     return flat.reshape(shape)
 
 
-def _array_from_binary(name: str, view: memoryview, offset: int, size: int,
-                       shape: tuple[int, ...], datatype: str, count: int) -> np.ndarray:
+def _array_from_binary(
+    name: str,
+    view: memoryview,
+    offset: int,
+    size: int,
+    shape: tuple[int, ...],
+    datatype: str,
+    count: int,
+) -> np.ndarray:
     """`count` was checked against `size` by `TensorLimits.check_declared`."""
     if datatype == BYTES:
-        return _bytes_array_from_binary(name, view[offset:offset + size], shape, count)
+        return _bytes_array_from_binary(name, view[offset : offset + size], shape, count)
     dtype = V2_NUMERIC_DTYPES[datatype]
     # A view of the request body: no copy of the tensor data is made here.
     return np.frombuffer(view, dtype=dtype, count=count, offset=offset).reshape(shape)
 
 
-def _bytes_array_from_binary(name: str, segment: memoryview, shape: tuple[int, ...],
-                             count: int) -> np.ndarray:
+def _bytes_array_from_binary(
+    name: str, segment: memoryview, shape: tuple[int, ...], count: int
+) -> np.ndarray:
     flat = np.empty(count, dtype=object)
     position = 0
     for index in range(count):
         if position + 4 > len(segment):
-            raise InvalidInput(f"input {name!r}: BYTES data ends after {index} of {count} "
-                               "elements")
+            raise InvalidInput(f"input {name!r}: BYTES data ends after {index} of {count} elements")
         (length,) = _LENGTH_PREFIX.unpack_from(segment, position)
         position += 4
         if position + length > len(segment):
-            raise InvalidInput(f"input {name!r}: BYTES element {index} says {length} bytes but "
-                               f"only {len(segment) - position} remain")
-        flat[index] = bytes(segment[position:position + length])
+            raise InvalidInput(
+                f"input {name!r}: BYTES element {index} says {length} bytes but "
+                f"only {len(segment) - position} remain"
+            )
+        flat[index] = bytes(segment[position : position + length])
         position += length
     if position != len(segment):
-        raise InvalidInput(f"input {name!r}: {len(segment) - position} bytes left over after "
-                           f"{count} BYTES elements")
+        raise InvalidInput(
+            f"input {name!r}: {len(segment) - position} bytes left over after "
+            f"{count} BYTES elements"
+        )
     return flat.reshape(shape)
 
 
@@ -334,8 +378,10 @@ def _requested_outputs(header: Mapping[str, Any]) -> tuple[RequestedOutput, ...]
         seen.add(raw["name"])
         parameters = _parameters(raw, f"output {raw['name']!r}")
         if parameters.get("classification"):
-            raise InvalidInput("the classification extension is not supported; request the "
-                               "'probabilities' output instead")
+            raise InvalidInput(
+                "the classification extension is not supported; request the "
+                "'probabilities' output instead"
+            )
         binary = parameters.get("binary_data", default_binary)
         if not isinstance(binary, bool):
             raise InvalidInput(f"output {raw['name']!r}: binary_data must be true or false")
@@ -348,9 +394,12 @@ def _requested_outputs(header: Mapping[str, Any]) -> tuple[RequestedOutput, ...]
 # --------------------------------------------------------------------------------------------
 
 
-def encode_infer_response(model_name: str, model_version: int | str,
-                          outputs: Mapping[str, np.ndarray],
-                          request: InferRequest) -> EncodedResponse:
+def encode_infer_response(
+    model_name: str,
+    model_version: int | str,
+    outputs: Mapping[str, np.ndarray],
+    request: InferRequest,
+) -> EncodedResponse:
     """Encode the model's outputs as the request asked (selection, JSON or binary per output)."""
     selection = request.outputs
     if selection is None:
@@ -360,11 +409,16 @@ def encode_infer_response(model_name: str, model_version: int | str,
     for wanted in selection:
         array = outputs.get(wanted.name)
         if array is None:
-            raise InvalidInput(f"unknown output {wanted.name!r}; model {model_name!r} has "
-                               f"outputs {sorted(outputs)}")
+            raise InvalidInput(
+                f"unknown output {wanted.name!r}; model {model_name!r} has "
+                f"outputs {sorted(outputs)}"
+            )
         datatype = _array_datatype(array)
-        tensor: dict[str, Any] = {"name": wanted.name, "datatype": datatype,
-                                  "shape": list(array.shape)}
+        tensor: dict[str, Any] = {
+            "name": wanted.name,
+            "datatype": datatype,
+            "shape": list(array.shape),
+        }
         if wanted.binary:
             chunk, size = _binary_chunk(array, datatype)
             buffers.append(chunk)

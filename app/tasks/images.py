@@ -50,7 +50,6 @@ _MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N
 _ALPHA_MODES = ("RGBA", "LA", "PA")
 
 
-
 MNIST_SIZE = 28
 DIGIT_BOX = 20  # MNIST fits each digit into 20x20 before centring it in 28x28
 STRIP_DIGIT_HEIGHT = 21  # median digit ink height; MNIST is ~20, 21 read best on held-out strips
@@ -61,8 +60,9 @@ MIN_INK_CONTRAST = 0.1  # below this the picture is considered blank
 BORDER_FRACTION = 0.05  # the border ring used to tell background from ink
 
 
-def decode_grayscale(data: bytes, max_pixels: int | None = None,
-                     limits: ImageLimits | None = None) -> np.ndarray:
+def decode_grayscale(
+    data: bytes, max_pixels: int | None = None, limits: ImageLimits | None = None
+) -> np.ndarray:
     """Decode a PNG or JPEG into MNIST polarity: float32 `[H, W]`, ink bright, background 0.
 
     Raises InvalidInput for bytes that are no decodable picture, UnsupportedMediaType for a
@@ -76,17 +76,20 @@ def decode_grayscale(data: bytes, max_pixels: int | None = None,
     if not data:
         raise InvalidInput("the image is empty; send a PNG or JPEG file")
     if len(data) > limits.max_bytes:
-        raise PayloadTooLarge(f"the image has {len(data)} bytes; the limit is "
-                              f"{limits.max_bytes} bytes")
+        raise PayloadTooLarge(
+            f"the image has {len(data)} bytes; the limit is {limits.max_bytes} bytes"
+        )
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         # Pillow's own guard fires first for giant headers; its limit is above ours anyway.
-        raise PayloadTooLarge(f"the image has too many pixels; the limit is "
-                              f"{limits.max_pixels} pixels") from None
+        raise PayloadTooLarge(
+            f"the image has too many pixels; the limit is {limits.max_pixels} pixels"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidInput(f"cannot decode the image ({type(exc).__name__}); "
-                           "expected a PNG or JPEG file") from None
+        raise InvalidInput(
+            f"cannot decode the image ({type(exc).__name__}); expected a PNG or JPEG file"
+        ) from None
     with image:
         if image.format not in IMAGE_MEDIA_TYPES.values():
             raise UnsupportedMediaType(f"expected a PNG or JPEG image, got {image.format}")
@@ -94,8 +97,10 @@ def decode_grayscale(data: bytes, max_pixels: int | None = None,
         try:
             gray = _to_gray(_upright(image))
         except (OSError, ValueError, SyntaxError) as exc:
-            raise InvalidInput(f"cannot decode the image ({type(exc).__name__}: {exc}); the "
-                               "file is truncated or corrupt") from None
+            raise InvalidInput(
+                f"cannot decode the image ({type(exc).__name__}: {exc}); the "
+                "file is truncated or corrupt"
+            ) from None
     return to_mnist_polarity(gray)
 
 
@@ -103,24 +108,31 @@ def _check_header(image: Image.Image, limits: ImageLimits) -> None:
     """Pixels, longest side, aspect ratio and decode memory, from the header alone."""
     width, height = image.size
     if width * height > limits.max_pixels:
-        raise PayloadTooLarge(f"the image has {width}x{height} pixels; the limit is "
-                              f"{limits.max_pixels} pixels")
+        raise PayloadTooLarge(
+            f"the image has {width}x{height} pixels; the limit is {limits.max_pixels} pixels"
+        )
     if max(width, height) > limits.max_side:
-        raise PayloadTooLarge(f"the image is {width}x{height} pixels; the longest side may be "
-                              f"{limits.max_side} pixels")
+        raise PayloadTooLarge(
+            f"the image is {width}x{height} pixels; the longest side may be "
+            f"{limits.max_side} pixels"
+        )
     if max(width, height) > limits.max_aspect * max(1, min(width, height)):
-        raise PayloadTooLarge(f"the image is {width}x{height} pixels; the longer side may be at "
-                              f"most {limits.max_aspect:g} times the shorter one")
+        raise PayloadTooLarge(
+            f"the image is {width}x{height} pixels; the longer side may be at "
+            f"most {limits.max_aspect:g} times the shorter one"
+        )
     if image.format == "JPEG" and max(width, height) > WORK_SIDE:
         # JPEG decodes at 1/2, 1/4 or 1/8 scale directly: only that much is ever decoded.
         factor = max(width, height) / WORK_SIDE
         image.draft(image.mode, (math.ceil(width / factor), math.ceil(height / factor)))
     cost = decode_bytes(image)
     if cost > limits.max_decode_bytes:
-        raise PayloadTooLarge(f"the image is {width}x{height} pixels in mode {image.mode}: "
-                              f"decoding it takes {cost} bytes; the limit is "
-                              f"{limits.max_decode_bytes} bytes (send a smaller or greyscale "
-                              "picture)")
+        raise PayloadTooLarge(
+            f"the image is {width}x{height} pixels in mode {image.mode}: "
+            f"decoding it takes {cost} bytes; the limit is "
+            f"{limits.max_decode_bytes} bytes (send a smaller or greyscale "
+            "picture)"
+        )
 
 
 def decode_bytes(image: Image.Image) -> int:
@@ -192,8 +204,9 @@ def to_mnist_polarity(gray: np.ndarray) -> np.ndarray:
     """
     height, width = gray.shape
     ring = max(1, round(BORDER_FRACTION * min(height, width)))
-    border = np.concatenate([gray[:ring].ravel(), gray[-ring:].ravel(),
-                             gray[:, :ring].ravel(), gray[:, -ring:].ravel()])
+    border = np.concatenate(
+        [gray[:ring].ravel(), gray[-ring:].ravel(), gray[:, :ring].ravel(), gray[:, -ring:].ravel()]
+    )
     if float(border.mean()) > 0.5:
         gray = 1.0 - gray
         border = 1.0 - border
@@ -207,7 +220,7 @@ def to_mnist_polarity(gray: np.ndarray) -> np.ndarray:
 def _ink_box(ink: np.ndarray) -> np.ndarray:
     rows = np.flatnonzero(ink.max(axis=1) > INK_THRESHOLD)
     cols = np.flatnonzero(ink.max(axis=0) > INK_THRESHOLD)
-    return ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def _resize(ink: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -229,7 +242,7 @@ def digit_input(ink: np.ndarray) -> np.ndarray:
     digit = _resize(box, round(width * factor), round(height * factor))
     canvas = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
     top, left = _centre_of_mass_offset(digit)
-    canvas[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
+    canvas[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     return canvas[np.newaxis, :, :, np.newaxis]
 
 
@@ -258,14 +271,16 @@ def strip_input(ink: np.ndarray) -> np.ndarray:
     factor = min(STRIP_DIGIT_HEIGHT / _median_digit_height(box), MNIST_SIZE / height)
     line_height, line_width = max(1, round(height * factor)), max(1, round(width * factor))
     if line_width + 2 * STRIP_SIDE_MARGIN > MAX_STRIP_WIDTH:
-        raise InvalidInput(f"the line of ink is {width}x{height} pixels: at 28 px high it would be "
-                           f"wider than {MAX_STRIP_WIDTH} px; send one line of digits")
+        raise InvalidInput(
+            f"the line of ink is {width}x{height} pixels: at 28 px high it would be "
+            f"wider than {MAX_STRIP_WIDTH} px; send one line of digits"
+        )
     line = _resize(box, line_width, line_height)
     canvas_width = max(MNIST_SIZE, line_width + 2 * STRIP_SIDE_MARGIN)
     canvas = np.zeros((MNIST_SIZE, canvas_width), dtype=np.float32)
     top = (MNIST_SIZE - line_height) // 2
     left = (canvas_width - line_width) // 2
-    canvas[top:top + line_height, left:left + line_width] = line
+    canvas[top : top + line_height, left : left + line_width] = line
     return canvas[np.newaxis, :, :, np.newaxis]
 
 
@@ -296,5 +311,5 @@ def frame_input(ink: np.ndarray) -> np.ndarray:
     side = max(height, width)
     square = np.zeros((side, side), dtype=np.float32)
     top, left = (side - height) // 2, (side - width) // 2
-    square[top:top + height, left:left + width] = ink
+    square[top : top + height, left : left + width] = ink
     return _resize(square, MNIST_SIZE, MNIST_SIZE)[np.newaxis, :, :, np.newaxis]

@@ -36,10 +36,13 @@ UPLOAD_FIELD = "file"
 _GENERIC_PART_TYPES = ("application/octet-stream", "")
 
 
-_MODEL_INPUT_DOC = ("Only with `include_input=true`: the picture exactly as the model received "
-                    "it after conversion, `[28, W]` values in [0, 1] (W = 28 for one digit).")
-IncludeInput = Annotated[bool, Query(description="Also return `model_input`, the converted "
-                                                 "picture the model was given.")]
+_MODEL_INPUT_DOC = (
+    "Only with `include_input=true`: the picture exactly as the model received "
+    "it after conversion, `[28, W]` values in [0, 1] (W = 28 for one digit)."
+)
+IncludeInput = Annotated[
+    bool, Query(description="Also return `model_input`, the converted picture the model was given.")
+]
 
 
 class DigitProbability(BaseModel):
@@ -50,11 +53,20 @@ class DigitProbability(BaseModel):
 class DigitClassification(BaseModel):
     """The most likely digit and the `top_k` most likely ones."""
 
-    model_config = ConfigDict(json_schema_extra={"example": {
-        "digit": 7,
-        "probabilities": [{"digit": 7, "probability": 0.991}, {"digit": 1, "probability": 0.006},
-                          {"digit": 9, "probability": 0.002}],
-        "model_version": 1}}, protected_namespaces=())
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "digit": 7,
+                "probabilities": [
+                    {"digit": 7, "probability": 0.991},
+                    {"digit": 1, "probability": 0.006},
+                    {"digit": 9, "probability": 0.002},
+                ],
+                "model_version": 1,
+            }
+        },
+        protected_namespaces=(),
+    )
 
     digit: int
     probabilities: list[DigitProbability] = Field(description="Most likely first.")
@@ -65,27 +77,35 @@ class DigitClassification(BaseModel):
 class DigitString(BaseModel):
     """The digits read from left to right."""
 
-    model_config = ConfigDict(json_schema_extra={"example": {
-        "text": "4071", "confidence": 0.93, "model_version": 1}}, protected_namespaces=())
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"text": "4071", "confidence": 0.93, "model_version": 1}},
+        protected_namespaces=(),
+    )
 
     text: str = Field(description="The digits read, e.g. '4071' (empty if none were found).")
     confidence: float = Field(description="Probability of the whole reading, 0 to 1.")
     model_version: int
     model_input: list[list[float]] | None = Field(default=None, description=_MODEL_INPUT_DOC)
     step_probabilities: list[list[float]] | None = Field(
-        default=None, description="Only with `include_steps=true`: per time step (one step per "
-                                  "4 columns of `model_input`), the probability of each digit "
-                                  "0-9 and, last, of the blank: `[T, 11]`.")
+        default=None,
+        description="Only with `include_steps=true`: per time step (one step per "
+        "4 columns of `model_input`), the probability of each digit "
+        "0-9 and, last, of the blank: `[T, 11]`.",
+    )
 
 
 class SkewEstimate(BaseModel):
     """How far the digit is turned and enlarged relative to an upright MNIST digit."""
 
-    model_config = ConfigDict(json_schema_extra={"example": {
-        "angle_degrees": 12.5, "scale": 1.1, "model_version": 1}}, protected_namespaces=())
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"angle_degrees": 12.5, "scale": 1.1, "model_version": 1}},
+        protected_namespaces=(),
+    )
 
-    angle_degrees: float = Field(description="Counter-clockwise rotation as displayed; turning "
-                                             "the picture back by this angle straightens it.")
+    angle_degrees: float = Field(
+        description="Counter-clockwise rotation as displayed; turning "
+        "the picture back by this angle straightens it."
+    )
     scale: float = Field(description="Size relative to an MNIST digit in the same frame.")
     model_version: int
     model_input: list[list[float]] | None = Field(default=None, description=_MODEL_INPUT_DOC)
@@ -95,13 +115,19 @@ _IMAGE_BODY_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": "A PNG or JPEG picture: a multipart upload in the `file` field, or the "
-                       "raw bytes with `Content-Type: image/png` or `image/jpeg`.",
+        "raw bytes with `Content-Type: image/png` or `image/jpeg`.",
         "content": {
-            "multipart/form-data": {"schema": {
-                "type": "object", "required": [UPLOAD_FIELD],
-                "properties": {UPLOAD_FIELD: {"type": "string", "format": "binary"}}}},
-            **{image_type: {"schema": {"type": "string", "format": "binary"}}
-               for image_type in IMAGE_MEDIA_TYPES},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [UPLOAD_FIELD],
+                    "properties": {UPLOAD_FIELD: {"type": "string", "format": "binary"}},
+                }
+            },
+            **{
+                image_type: {"schema": {"type": "string", "format": "binary"}}
+                for image_type in IMAGE_MEDIA_TYPES
+            },
         },
     },
 }
@@ -121,7 +147,8 @@ async def read_image_upload(request: Request) -> bytes:
     if kind != "multipart/form-data":
         raise UnsupportedMediaType(
             f"expected multipart/form-data with a '{UPLOAD_FIELD}' field, or an image/png or "
-            f"image/jpeg body; got {kind or 'no Content-Type'}")
+            f"image/jpeg body; got {kind or 'no Content-Type'}"
+        )
     try:
         form = await request.form(max_files=1, max_fields=16)
     except HTTPException as exc:  # Starlette's answer to a malformed multipart body
@@ -131,8 +158,9 @@ async def read_image_upload(request: Request) -> bytes:
         raise InvalidInput(f"the multipart body needs a file in the '{UPLOAD_FIELD}' field")
     part_type = (upload.content_type or "").split(";")[0].strip().lower()
     if part_type not in IMAGE_MEDIA_TYPES and part_type not in _GENERIC_PART_TYPES:
-        raise UnsupportedMediaType(f"the uploaded file is {part_type}; expected image/png or "
-                                   "image/jpeg")
+        raise UnsupportedMediaType(
+            f"the uploaded file is {part_type}; expected image/png or image/jpeg"
+        )
     return await upload.read()
 
 
@@ -145,9 +173,10 @@ async def _prepared(request: Request, convert: Any) -> np.ndarray:
 
 
 async def classify_digit(
-        request: Request, dataplane: DataPlaneDep,
-        top_k: Annotated[int, Query(ge=1, le=10, description="How many digits to list.")] = 3,
-        include_input: IncludeInput = False,
+    request: Request,
+    dataplane: DataPlaneDep,
+    top_k: Annotated[int, Query(ge=1, le=10, description="How many digits to list.")] = 3,
+    include_input: IncludeInput = False,
 ) -> DigitClassification:
     """Classify a picture of one handwritten digit (any size, dark-on-light or light-on-dark)."""
     image = await _prepared(request, digit_input)
@@ -156,8 +185,9 @@ async def classify_digit(
     ranked = np.argsort(-probabilities, kind="stable")[:top_k]
     answer = DigitClassification(
         digit=int(result.outputs["class_id"][0]),
-        probabilities=[DigitProbability(digit=int(d), probability=float(probabilities[d]))
-                       for d in ranked],
+        probabilities=[
+            DigitProbability(digit=int(d), probability=float(probabilities[d])) for d in ranked
+        ],
         model_version=result.model_version,
     )
     if include_input:
@@ -166,10 +196,17 @@ async def classify_digit(
 
 
 async def read_digits(
-        request: Request, dataplane: DataPlaneDep, include_input: IncludeInput = False,
-        include_steps: Annotated[bool, Query(description="Also return `step_probabilities`, "
-                                                         "where along the line each digit was "
-                                                         "read.")] = False,
+    request: Request,
+    dataplane: DataPlaneDep,
+    include_input: IncludeInput = False,
+    include_steps: Annotated[
+        bool,
+        Query(
+            description="Also return `step_probabilities`, "
+            "where along the line each digit was "
+            "read."
+        ),
+    ] = False,
 ) -> DigitString:
     """Read a line of handwritten digits (one to several, left to right)."""
     image = await _prepared(request, strip_input)
@@ -183,13 +220,15 @@ async def read_digits(
     if include_input:
         answer.model_input = _as_rows(image)
     if include_steps and "probabilities" in result.outputs:
-        answer.step_probabilities = np.asarray(result.outputs["probabilities"][0],
-                                               dtype=np.float64).tolist()
+        answer.step_probabilities = np.asarray(
+            result.outputs["probabilities"][0], dtype=np.float64
+        ).tolist()
     return answer
 
 
-async def estimate_skew(request: Request, dataplane: DataPlaneDep,
-                        include_input: IncludeInput = False) -> SkewEstimate:
+async def estimate_skew(
+    request: Request, dataplane: DataPlaneDep, include_input: IncludeInput = False
+) -> SkewEstimate:
     """Estimate how far a digit is rotated and scaled; the whole picture is the frame."""
     image = await _prepared(request, frame_input)
     result = await dataplane.infer(DESKEW_MODEL, {"image": image})
@@ -212,14 +251,32 @@ def _as_rows(image: np.ndarray) -> list[list[float]]:
 def build_router() -> APIRouter:
     """The `/tasks` routes; `app.tasks.build_router` hands them to `app.main.create_app`."""
     router = APIRouter(prefix="/tasks", tags=["Tasks"])
-    common: dict[str, Any] = {"methods": ["POST"], "openapi_extra": _IMAGE_BODY_OPENAPI,
-                              "responses": _ERROR_RESPONSES}
+    common: dict[str, Any] = {
+        "methods": ["POST"],
+        "openapi_extra": _IMAGE_BODY_OPENAPI,
+        "responses": _ERROR_RESPONSES,
+    }
     # Unset opt-in fields (`model_input`, ...) are left out: default answers stay as they were.
     common["response_model_exclude_unset"] = True
-    router.add_api_route("/classify-digit", classify_digit, response_model=DigitClassification,
-                         summary="Which digit is in this picture?", **common)
-    router.add_api_route("/read-digits", read_digits, response_model=DigitString,
-                         summary="Which digits are written on this line?", **common)
-    router.add_api_route("/estimate-skew", estimate_skew, response_model=SkewEstimate,
-                         summary="How far is this digit turned and scaled?", **common)
+    router.add_api_route(
+        "/classify-digit",
+        classify_digit,
+        response_model=DigitClassification,
+        summary="Which digit is in this picture?",
+        **common,
+    )
+    router.add_api_route(
+        "/read-digits",
+        read_digits,
+        response_model=DigitString,
+        summary="Which digits are written on this line?",
+        **common,
+    )
+    router.add_api_route(
+        "/estimate-skew",
+        estimate_skew,
+        response_model=SkewEstimate,
+        summary="How far is this digit turned and scaled?",
+        **common,
+    )
     return router

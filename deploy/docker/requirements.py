@@ -38,12 +38,14 @@ def requirements(variant: str, pyproject: Path) -> list[str]:
     build_backend: list[str] = list(document["build-system"]["requires"])
     # The image holds the training CLI too (the compose trainer and the Kubernetes Jobs run it).
     base: list[str] = list(project["dependencies"]) + list(
-        project["optional-dependencies"]["train"])
+        project["optional-dependencies"]["train"]
+    )
     if variant == "cpu":
         return base + build_backend
     if variant == "gpu":
-        without_tensorflow = [r for r in base
-                              if distribution_name(r) not in TENSORFLOW_DISTRIBUTIONS]
+        without_tensorflow = [
+            r for r in base if distribution_name(r) not in TENSORFLOW_DISTRIBUTIONS
+        ]
         return without_tensorflow + list(project["optional-dependencies"]["gpu"]) + build_backend
     raise SystemExit(f"unknown variant {variant!r}: expected cpu or gpu")
 

@@ -23,8 +23,13 @@ REPOSITORY_FILES = ("config.yaml",)
 
 def bundled_versions(source: Path) -> list[Path]:
     """`<name>/<version>` folders of `source`, versions being all-digit folder names."""
-    return sorted(version for model in source.iterdir() if model.is_dir()
-                  for version in model.iterdir() if version.is_dir() and version.name.isdigit())
+    return sorted(
+        version
+        for model in source.iterdir()
+        if model.is_dir()
+        for version in model.iterdir()
+        if version.is_dir() and version.name.isdigit()
+    )
 
 
 def seed(source: Path, target: Path) -> list[Path]:

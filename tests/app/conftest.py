@@ -33,8 +33,9 @@ def _newest_version(model_path: Path) -> Path | None:
 
 def _source_repository() -> Path | None:
     for candidate in (REPO_ROOT / "models", Path(os.environ.get("KERASSERVE_TEST_MODELS", ""))):
-        if candidate.name and all((candidate / m).is_dir() and _newest_version(candidate / m)
-                                  for m in SERVED_MODELS):
+        if candidate.name and all(
+            (candidate / m).is_dir() and _newest_version(candidate / m) for m in SERVED_MODELS
+        ):
             return candidate
     return None
 
@@ -43,8 +44,10 @@ def _source_repository() -> Path | None:
 def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = _source_repository()
     if source is None:
-        pytest.skip("models/ has not got mnist, deskew and ocr published yet "
-                    "(run the training jobs, or set KERASSERVE_TEST_MODELS)")
+        pytest.skip(
+            "models/ has not got mnist, deskew and ocr published yet "
+            "(run the training jobs, or set KERASSERVE_TEST_MODELS)"
+        )
     target = tmp_path_factory.mktemp("repository")
     for name in SERVED_MODELS:
         newest = _newest_version(source / name)
@@ -57,11 +60,18 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[LiveServer]:
+def server(
+    model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     """One CPU-only server for the whole session, with a small body limit to test 413."""
-    args = ["--device", "cpu", "--max-body-bytes", str(TEST_MAX_BODY_BYTES),
-            "--log-level", "warning"]
+    args = [
+        "--device",
+        "cpu",
+        "--max-body-bytes",
+        str(TEST_MAX_BODY_BYTES),
+        "--log-level",
+        "warning",
+    ]
     with live_server(model_repository, tmp_path_factory.mktemp("logs"), args) as running:
         yield running
 
@@ -79,8 +89,10 @@ class ReferenceModels:
         import tensorflow as tf
 
         # Keep the loaded objects: their signatures read variables the objects own.
-        self._loaded = {name: tf.saved_model.load(str(_newest_version(repository / name)))
-                        for name in SERVED_MODELS}
+        self._loaded = {
+            name: tf.saved_model.load(str(_newest_version(repository / name)))
+            for name in SERVED_MODELS
+        }
 
     def predict(self, name: str, image: np.ndarray) -> dict[str, np.ndarray]:
         function = self._loaded[name].signatures["serving_default"]

@@ -59,18 +59,20 @@ def _export_column_ocr(target: Path) -> Path:
     class ColumnOcr(tf.Module):
         def __init__(self) -> None:
             rng = np.random.default_rng(5)
-            self.kernel = tf.Variable(rng.normal(0, 3, (28 * TIME_STRIDE, NUM_CLASSES))
-                                      .astype(np.float32))
+            self.kernel = tf.Variable(
+                rng.normal(0, 3, (28 * TIME_STRIDE, NUM_CLASSES)).astype(np.float32)
+            )
             self.bias = tf.Variable(np.eye(NUM_CLASSES, dtype=np.float32)[-1] * 40)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, 28, None, 1], tf.float32,
-                                                    name="image")])
+        @tf.function(input_signature=[tf.TensorSpec([None, 28, None, 1], tf.float32, name="image")])
         def serving_default(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
             width = tf.shape(image)[2]
             steps = (width + TIME_STRIDE - 1) // TIME_STRIDE
             padded = tf.pad(image, [[0, 0], [0, 0], [0, steps * TIME_STRIDE - width], [0, 0]])
-            columns = tf.reshape(tf.transpose(padded[..., 0], [0, 2, 1]),
-                                 [tf.shape(image)[0], steps, 28 * TIME_STRIDE])
+            columns = tf.reshape(
+                tf.transpose(padded[..., 0], [0, 2, 1]),
+                [tf.shape(image)[0], steps, 28 * TIME_STRIDE],
+            )
             probabilities = tf.nn.softmax(tf.matmul(columns, self.kernel) + self.bias)
             text, confidence = ctc_decode(probabilities)
             return {"text": text, "confidence": confidence, "probabilities": probabilities}
@@ -120,8 +122,11 @@ class GatedServable:
     def __init__(self, servable: Servable) -> None:
         self._servable = servable
         self.name, self.version = servable.name, servable.version
-        self.inputs, self.outputs, self.metadata = (servable.inputs, servable.outputs,
-                                                    servable.metadata)
+        self.inputs, self.outputs, self.metadata = (
+            servable.inputs,
+            servable.outputs,
+            servable.metadata,
+        )
         self.calls: list[int] = []
         self.entered = threading.Event()
         self._gate = threading.Event()
@@ -195,12 +200,15 @@ def _heldout() -> Any:
 
 def _padded(image: np.ndarray, width: int) -> np.ndarray:
     padded = np.zeros((*image.shape[:2], width, image.shape[3]), image.dtype)
-    padded[:, :, :image.shape[2]] = image
+    padded[:, :, : image.shape[2]] = image
     return padded
 
 
-def _assert_same_outputs(merged: dict[str, np.ndarray], alone: dict[str, np.ndarray],
-                         exact: tuple[str, ...] | None = None) -> None:
+def _assert_same_outputs(
+    merged: dict[str, np.ndarray],
+    alone: dict[str, np.ndarray],
+    exact: tuple[str, ...] | None = None,
+) -> None:
     """Equal outputs: strings and integers exactly, floats to float32 rounding (or only the
     `exact` keys when given)."""
     assert merged.keys() == alone.keys()
@@ -213,10 +221,12 @@ def _assert_same_outputs(merged: dict[str, np.ndarray], alone: dict[str, np.ndar
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=key)
 
 
-async def _queued_behind_blocker(batcher: DynamicBatcher, gated: Any,
-                                  blocker: dict[str, np.ndarray],
-                                  requests: list[dict[str, np.ndarray]]
-                                  ) -> list[dict[str, np.ndarray]]:
+async def _queued_behind_blocker(
+    batcher: DynamicBatcher,
+    gated: Any,
+    blocker: dict[str, np.ndarray],
+    requests: list[dict[str, np.ndarray]],
+) -> list[dict[str, np.ndarray]]:
     """Hold the only inference thread on `blocker`, queue `requests` meanwhile, then let go:
     the queued requests are batched together. Closes the batcher; returns their results."""
     gated.hold()
@@ -232,8 +242,7 @@ async def _queued_behind_blocker(batcher: DynamicBatcher, gated: Any,
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_merged_results_equal_unmerged(servables: dict[str, Servable], name: str,
-                                       run: Any) -> None:
+def test_merged_results_equal_unmerged(servables: dict[str, Servable], name: str, run: Any) -> None:
     """Requests merged into one padded call get exactly what they get alone."""
     servable = servables[name]
     gated = GatedServable(servable)
@@ -261,8 +270,9 @@ def test_merged_results_equal_unmerged(servables: dict[str, Servable], name: str
         assert merged["probabilities"].shape == alone["probabilities"].shape
 
 
-def test_ocr_without_padding_merges_equal_widths_only(servables: dict[str, Servable],
-                                                      run: Any) -> None:
+def test_ocr_without_padding_merges_equal_widths_only(
+    servables: dict[str, Servable], run: Any
+) -> None:
     """`pad_variable_inputs=False`: strips merge only with strips of their own width, and every
     answer is bit for bit the one the request gets alone."""
     servable = servables["ocr"]
@@ -284,8 +294,7 @@ def test_ocr_groups_similar_widths(servables: dict[str, Servable], run: Any) -> 
     servable = servables["ocr"]
     gated = GatedServable(servable)
     recorder = BatchRecorder()
-    batcher = DynamicBatcher(gated, one_thread(group_widths=True, max_pad_ratio=1.5),
-                             recorder)
+    batcher = DynamicBatcher(gated, one_thread(group_widths=True, max_pad_ratio=1.5), recorder)
     widths = (448, 28, 420, 32)
 
     requests = [{"image": np.zeros((1, 28, w, 1), np.float32)} for w in widths]
@@ -298,8 +307,9 @@ def test_ocr_groups_similar_widths(servables: dict[str, Servable], run: Any) -> 
 
 def test_lone_request_is_not_delayed(servables: dict[str, Servable], run: Any) -> None:
     """With nothing else queued a request runs at once, even with a 200 ms batch delay."""
-    batcher = DynamicBatcher(servables["mnist"], BatchingOptions(max_batch_delay_us=200_000,
-                                                                 inference_threads=2))
+    batcher = DynamicBatcher(
+        servables["mnist"], BatchingOptions(max_batch_delay_us=200_000, inference_threads=2)
+    )
     image = {"image": np.zeros((1, 28, 28, 1), np.float32)}
 
     async def scenario() -> list[float]:
@@ -345,15 +355,17 @@ def test_full_queue_refuses_at_once(servables: dict[str, Servable], run: Any) ->
     assert recorder.rejected == ["queue_full"]
 
 
-def test_deadline_answers_504_and_drops_queued_work(servables: dict[str, Servable],
-                                                    run: Any) -> None:
+def test_deadline_answers_504_and_drops_queued_work(
+    servables: dict[str, Servable], run: Any
+) -> None:
     gated = GatedServable(servables["mnist"])
     batcher = DynamicBatcher(gated, one_thread(timeout_s=0.2))
 
     async def scenario() -> None:
         gated.hold()
         running = asyncio.ensure_future(
-            batcher.submit({"image": np.zeros((1, 28, 28, 1), np.float32)}))
+            batcher.submit({"image": np.zeros((1, 28, 28, 1), np.float32)})
+        )
         await _wait_for(gated.entered)
         started = time.perf_counter()
         with pytest.raises(DeadlineExceeded, match="in the queue"):
@@ -393,8 +405,7 @@ def test_error_fails_only_the_request_that_caused_it(finite_only: Servable, run:
     assert gated.calls == [2, 5, 2, 1, 2]  # the merged call failed, then one call per request
 
 
-def test_request_larger_than_max_batch_runs_alone(servables: dict[str, Servable],
-                                                  run: Any) -> None:
+def test_request_larger_than_max_batch_runs_alone(servables: dict[str, Servable], run: Any) -> None:
     servable = servables["mnist"]
     gated = GatedServable(servable)
     batcher = DynamicBatcher(gated, one_thread(max_batch_size=4))
@@ -462,10 +473,12 @@ def test_cancelled_request_is_dropped(servables: dict[str, Servable], run: Any) 
     async def scenario() -> None:
         gated.hold()
         running = asyncio.ensure_future(
-            batcher.submit({"image": np.zeros((1, 28, 28, 1), np.float32)}))
+            batcher.submit({"image": np.zeros((1, 28, 28, 1), np.float32)})
+        )
         await _wait_for(gated.entered)
         abandoned = asyncio.ensure_future(
-            batcher.submit({"image": np.zeros((3, 28, 28, 1), np.float32)}))
+            batcher.submit({"image": np.zeros((3, 28, 28, 1), np.float32)})
+        )
         await asyncio.sleep(0)
         abandoned.cancel()
         await asyncio.sleep(0)
@@ -478,16 +491,19 @@ def test_cancelled_request_is_dropped(servables: dict[str, Servable], run: Any) 
     assert gated.calls == [1]
 
 
-def test_concurrent_clients_each_get_their_own_rows(servables: dict[str, Servable],
-                                                     run: Any) -> None:
+def test_concurrent_clients_each_get_their_own_rows(
+    servables: dict[str, Servable], run: Any
+) -> None:
     """Many clients at once on the default options (two threads): batches form, and every
     client gets exactly its own rows back."""
     servable = servables["mnist"]
     recorder = BatchRecorder()
     batcher = DynamicBatcher(servable, BatchingOptions(), recorder)
     rng = np.random.default_rng(11)
-    requests = [{"image": rng.random((int(rows), 28, 28, 1), dtype=np.float32)}
-                for rows in rng.integers(1, 5, size=48)]
+    requests = [
+        {"image": rng.random((int(rows), 28, 28, 1), dtype=np.float32)}
+        for rows in rng.integers(1, 5, size=48)
+    ]
 
     async def scenario() -> list[dict[str, np.ndarray]]:
         results = await asyncio.gather(*(batcher.submit(r) for r in requests))

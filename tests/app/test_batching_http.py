@@ -32,14 +32,18 @@ def _images(rows: int, seed: int) -> np.ndarray:
 
 
 async def _tfserving(client: httpx.AsyncClient, image: np.ndarray) -> Answer:
-    response = await client.post("/v1/models/mnist:predict",
-                                 content=orjson.dumps({"instances": image.tolist()}),
-                                 headers={"content-type": "application/json"})
+    response = await client.post(
+        "/v1/models/mnist:predict",
+        content=orjson.dumps({"instances": image.tolist()}),
+        headers={"content-type": "application/json"},
+    )
     if response.status_code != 200:
         return response.status_code, response.json()["error"]
     rows = response.json()["predictions"]
-    return 200, {"class_id": np.array([r["class_id"] for r in rows]),
-                 "probabilities": np.array([r["probabilities"] for r in rows], np.float32)}
+    return 200, {
+        "class_id": np.array([r["class_id"] for r in rows]),
+        "probabilities": np.array([r["probabilities"] for r in rows], np.float32),
+    }
 
 
 def _v2_outputs(body: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -47,25 +51,51 @@ def _v2_outputs(body: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 async def _v2_json(client: httpx.AsyncClient, image: np.ndarray) -> Answer:
-    request = {"inputs": [{"name": "image", "datatype": "FP32", "shape": list(image.shape),
-                           "data": image.ravel().tolist()}]}
-    response = await client.post("/v2/models/mnist/infer", content=orjson.dumps(request),
-                                 headers={"content-type": "application/json"})
+    request = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "FP32",
+                "shape": list(image.shape),
+                "data": image.ravel().tolist(),
+            }
+        ]
+    }
+    response = await client.post(
+        "/v2/models/mnist/infer",
+        content=orjson.dumps(request),
+        headers={"content-type": "application/json"},
+    )
     if response.status_code != 200:
         return response.status_code, response.json()["error"]
     return 200, _v2_outputs(response.json())
 
 
 async def _v2_binary(client: httpx.AsyncClient, image: np.ndarray) -> Answer:
-    header = orjson.dumps({
-        "inputs": [{"name": "image", "datatype": "FP32", "shape": list(image.shape),
-                    "parameters": {"binary_data_size": image.nbytes}}],
-        "outputs": [{"name": "class_id", "parameters": {"binary_data": False}},
-                    {"name": "probabilities", "parameters": {"binary_data": False}}]})
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "FP32",
+                    "shape": list(image.shape),
+                    "parameters": {"binary_data_size": image.nbytes},
+                }
+            ],
+            "outputs": [
+                {"name": "class_id", "parameters": {"binary_data": False}},
+                {"name": "probabilities", "parameters": {"binary_data": False}},
+            ],
+        }
+    )
     response = await client.post(
-        "/v2/models/mnist/infer", content=header + image.tobytes(),
-        headers={"content-type": "application/octet-stream",
-                 "inference-header-content-length": str(len(header))})
+        "/v2/models/mnist/infer",
+        content=header + image.tobytes(),
+        headers={
+            "content-type": "application/octet-stream",
+            "inference-header-content-length": str(len(header)),
+        },
+    )
     if response.status_code != 200:
         return response.status_code, response.json()["error"]
     return 200, _v2_outputs(response.json())
@@ -76,19 +106,26 @@ PROTOCOLS = (_tfserving, _v2_json, _v2_binary)
 
 def _assert_answer(answer: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
     np.testing.assert_array_equal(answer["class_id"].ravel(), expected["class_id"])
-    np.testing.assert_allclose(answer["probabilities"].reshape(expected["probabilities"].shape),
-                               expected["probabilities"], rtol=0, atol=FLOAT_TOLERANCE)
+    np.testing.assert_allclose(
+        answer["probabilities"].reshape(expected["probabilities"].shape),
+        expected["probabilities"],
+        rtol=0,
+        atol=FLOAT_TOLERANCE,
+    )
 
 
 def test_concurrent_mixed_protocol_requests_get_their_own_answers(
-        server: LiveServer, reference_models: ReferenceModels) -> None:
+    server: LiveServer, reference_models: ReferenceModels
+) -> None:
     images = [_images(1 + i % 4, seed=i) for i in range(48)]
 
     async def send_all() -> list[Answer]:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60.0,
-                                     limits=httpx.Limits(max_connections=24)) as client:
-            return await asyncio.gather(*(PROTOCOLS[i % len(PROTOCOLS)](client, image)
-                                          for i, image in enumerate(images)))
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=60.0, limits=httpx.Limits(max_connections=24)
+        ) as client:
+            return await asyncio.gather(
+                *(PROTOCOLS[i % len(PROTOCOLS)](client, image) for i, image in enumerate(images))
+            )
 
     answers = asyncio.run(send_all())
     for image, (status, answer) in zip(images, answers, strict=True):
@@ -98,26 +135,35 @@ def test_concurrent_mixed_protocol_requests_get_their_own_answers(
 
 
 @pytest.fixture(scope="module")
-def tiny_queue_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory
-                      ) -> Iterator[LiveServer]:
+def tiny_queue_server(
+    model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     """One inference thread, batches of at most 64 rows and room for only 64 queued rows."""
-    env = {"KERASSERVE_BATCHING__MAX_QUEUED_ROWS": "64",
-           "KERASSERVE_BATCHING__MAX_BATCH_SIZE": "64",
-           "KERASSERVE_BATCHING__INFERENCE_THREADS": "1"}
-    with live_server(model_repository, tmp_path_factory.mktemp("tiny-queue-logs"),
-                     ["--device", "cpu", "--log-level", "warning"], env=env) as running:
+    env = {
+        "KERASSERVE_BATCHING__MAX_QUEUED_ROWS": "64",
+        "KERASSERVE_BATCHING__MAX_BATCH_SIZE": "64",
+        "KERASSERVE_BATCHING__INFERENCE_THREADS": "1",
+    }
+    with live_server(
+        model_repository,
+        tmp_path_factory.mktemp("tiny-queue-logs"),
+        ["--device", "cpu", "--log-level", "warning"],
+        env=env,
+    ) as running:
         yield running
 
 
 def test_full_queue_answers_429_and_admitted_requests_are_right(
-        tiny_queue_server: LiveServer, reference_models: ReferenceModels) -> None:
+    tiny_queue_server: LiveServer, reference_models: ReferenceModels
+) -> None:
     """64-row binary requests decode in far less time than they compute: 32 of them at once
     overflow a 64-row queue, and the overflow is refused with 429 instead of waiting."""
     images = [_images(64, seed=100 + i) for i in range(32)]
 
     async def send_all() -> list[Answer]:
-        async with httpx.AsyncClient(base_url=tiny_queue_server.url, timeout=60.0,
-                                     limits=httpx.Limits(max_connections=32)) as client:
+        async with httpx.AsyncClient(
+            base_url=tiny_queue_server.url, timeout=60.0, limits=httpx.Limits(max_connections=32)
+        ) as client:
             return await asyncio.gather(*(_v2_binary(client, image) for image in images))
 
     answers = asyncio.run(send_all())

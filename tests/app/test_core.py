@@ -83,10 +83,11 @@ def test_servable_reads_the_signature(mnist: Servable, ocr: Servable) -> None:
 
 def test_servable_predict_is_thread_safe(mnist: Servable, heldout_digits) -> None:
     images = heldout_digits[0]
-    alone = [mnist.predict({"image": images[i:i + 1]}) for i in range(len(images))]
+    alone = [mnist.predict({"image": images[i : i + 1]}) for i in range(len(images))]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        together = list(pool.map(lambda i: mnist.predict({"image": images[i:i + 1]}),
-                                 range(len(images))))
+        together = list(
+            pool.map(lambda i: mnist.predict({"image": images[i : i + 1]}), range(len(images)))
+        )
     for one, other in zip(alone, together, strict=True):
         np.testing.assert_array_equal(one["class_id"], other["class_id"])
         np.testing.assert_array_equal(one["probabilities"], other["probabilities"])
@@ -120,11 +121,13 @@ def test_validation_casts_ints_and_names_what_is_wrong(mnist: Servable) -> None:
 def test_unbatched_runner_refuses_work_after_close(mnist: Servable, heldout_digits) -> None:
     async def scenario() -> None:
         runner = UnbatchedRunner(mnist, threads=2)
-        outputs = await asyncio.gather(*(runner.submit({"image": heldout_digits[0][i:i + 1]})
-                                         for i in range(4)))
+        outputs = await asyncio.gather(
+            *(runner.submit({"image": heldout_digits[0][i : i + 1]}) for i in range(4))
+        )
         assert [int(o["class_id"][0]) for o in outputs] == [
-            int(mnist.predict({"image": heldout_digits[0][i:i + 1]})["class_id"][0])
-            for i in range(4)]
+            int(mnist.predict({"image": heldout_digits[0][i : i + 1]})["class_id"][0])
+            for i in range(4)
+        ]
         await runner.close(drain_timeout_s=5)
         with pytest.raises(Unavailable):
             await runner.submit({"image": heldout_digits[0][:1]})
@@ -134,13 +137,15 @@ def test_unbatched_runner_refuses_work_after_close(mnist: Servable, heldout_digi
 
 async def initial_load(registry: ModelRegistry) -> None:
     """What the app's start does: one reconcile pass of the reloader, polling off."""
-    reloader = RepositoryReloader(registry, registry.repository / "config.yaml",
-                                  poll_interval_s=0, drain_timeout_s=5)
+    reloader = RepositoryReloader(
+        registry, registry.repository / "config.yaml", poll_interval_s=0, drain_timeout_s=5
+    )
     await reloader.run()
 
 
 def test_registry_serves_newest_version_and_reports_failures(
-        model_repository: Path, tmp_path: Path, heldout_digits) -> None:
+    model_repository: Path, tmp_path: Path, heldout_digits
+) -> None:
     repository = tmp_path / "repository"
     shutil.copytree(model_repository / "mnist" / "1", repository / "mnist" / "1")
     shutil.copytree(model_repository / "mnist" / "1", repository / "mnist" / "2")
@@ -184,16 +189,18 @@ def test_registry_serves_newest_version_and_reports_failures(
     asyncio.run(scenario())
 
 
-def test_batched_and_unbatched_data_planes_agree(model_repository: Path, tmp_path: Path,
-                                                 heldout_strips) -> None:
+def test_batched_and_unbatched_data_planes_agree(
+    model_repository: Path, tmp_path: Path, heldout_strips
+) -> None:
     shutil.copytree(model_repository / "ocr", tmp_path / "ocr")
 
     async def outputs_with(options: BatchingOptions) -> list[dict[str, np.ndarray]]:
         registry = ModelRegistry(tmp_path, options)
         await initial_load(registry)
         plane = DataPlane(registry, device_report=None)
-        results = await asyncio.gather(*(plane.infer("ocr", {"image": images})
-                                         for images, _ in heldout_strips))
+        results = await asyncio.gather(
+            *(plane.infer("ocr", {"image": images}) for images, _ in heldout_strips)
+        )
         await registry.close(drain_timeout_s=5)
         return [result.outputs for result in results]
 

@@ -40,15 +40,17 @@ def test_unknown_model_is_404(client: httpx.Client) -> None:
 
 
 def test_unknown_version_is_404(client: httpx.Client) -> None:
-    message = _error(client.post("/v1/models/mnist/versions/9:predict",
-                                 json={"instances": ONE_DIGIT}), 404)
+    message = _error(
+        client.post("/v1/models/mnist/versions/9:predict", json={"instances": ONE_DIGIT}), 404
+    )
     assert "no version 9" in message and "versions: 1" in message
     assert "no version 9" in _error(client.get("/v1/models/mnist/versions/9"), 404)
 
 
 def test_unknown_label_is_404(client: httpx.Client) -> None:
-    message = _error(client.post("/v1/models/mnist/labels/stable:predict",
-                                 json={"instances": ONE_DIGIT}), 404)
+    message = _error(
+        client.post("/v1/models/mnist/labels/stable:predict", json={"instances": ONE_DIGIT}), 404
+    )
     assert "no label 'stable'" in message
 
 
@@ -62,25 +64,35 @@ def test_unknown_route_is_404_json(client: httpx.Client) -> None:
 
 
 def test_malformed_json_is_400(client: httpx.Client) -> None:
-    message = _error(client.post("/v1/models/mnist:predict", content=b'{"instances": [',
-                                 headers={"content-type": "application/json"}), 400)
+    message = _error(
+        client.post(
+            "/v1/models/mnist:predict",
+            content=b'{"instances": [',
+            headers={"content-type": "application/json"},
+        ),
+        400,
+    )
     assert "malformed JSON" in message
 
 
-@pytest.mark.parametrize("body, expected", [
-    ({"instances": ONE_DIGIT, "inputs": ONE_DIGIT}, "exactly one of 'instances'"),
-    ({"predict": ONE_DIGIT}, "exactly one of 'instances'"),
-    ([1, 2, 3], "must be a JSON object"),
-    ({"instances": []}, "non-empty list"),
-    ({"instances": ONE_DIGIT, "signature_name": "other"}, "'other' not found"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ({"instances": ONE_DIGIT, "inputs": ONE_DIGIT}, "exactly one of 'instances'"),
+        ({"predict": ONE_DIGIT}, "exactly one of 'instances'"),
+        ([1, 2, 3], "must be a JSON object"),
+        ({"instances": []}, "non-empty list"),
+        ({"instances": ONE_DIGIT, "signature_name": "other"}, "'other' not found"),
+    ],
+)
 def test_malformed_request_is_400(body: object, expected: str, client: httpx.Client) -> None:
     assert expected in _error(client.post("/v1/models/mnist:predict", json=body), 400)
 
 
 def test_wrong_input_name_is_400(client: httpx.Client) -> None:
-    message = _error(client.post("/v1/models/mnist:predict",
-                                 json={"inputs": {"img": ONE_DIGIT}}), 400)
+    message = _error(
+        client.post("/v1/models/mnist:predict", json={"inputs": {"img": ONE_DIGIT}}), 400
+    )
     assert "expects inputs ['image'], got ['img']" in message
 
 
@@ -107,8 +119,14 @@ def test_wrong_dtype_is_400(client: httpx.Client) -> None:
 
 def test_body_over_the_limit_is_413(client: httpx.Client) -> None:
     too_big = b" " * (TEST_MAX_BODY_BYTES + 1)
-    message = _error(client.post("/v1/models/mnist:predict", content=too_big,
-                                 headers={"content-type": "application/json"}), 413)
+    message = _error(
+        client.post(
+            "/v1/models/mnist:predict",
+            content=too_big,
+            headers={"content-type": "application/json"},
+        ),
+        413,
+    )
     assert str(TEST_MAX_BODY_BYTES) in message
 
 
@@ -117,19 +135,30 @@ def test_chunked_body_over_the_limit_is_413(client: httpx.Client) -> None:
         for _ in range(5):
             yield b" " * (TEST_MAX_BODY_BYTES // 4)
 
-    message = _error(client.post("/v1/models/mnist:predict", content=chunks(),
-                                 headers={"content-type": "application/json"}), 413)
+    message = _error(
+        client.post(
+            "/v1/models/mnist:predict",
+            content=chunks(),
+            headers={"content-type": "application/json"},
+        ),
+        413,
+    )
     assert "over the limit" in message
 
 
 def test_unsupported_media_type_is_415(client: httpx.Client) -> None:
-    message = _error(client.post("/v1/models/mnist:predict", content=b"\x89PNG",
-                                 headers={"content-type": "image/png"}), 415)
+    message = _error(
+        client.post(
+            "/v1/models/mnist:predict", content=b"\x89PNG", headers={"content-type": "image/png"}
+        ),
+        415,
+    )
     assert "image/png" in message and "application/json" in message
 
 
 def test_model_that_failed_to_load_is_503(client: httpx.Client) -> None:
-    message = _error(client.post(f"/v1/models/{BROKEN_MODEL}:predict",
-                                 json={"instances": ONE_DIGIT}), 503)
+    message = _error(
+        client.post(f"/v1/models/{BROKEN_MODEL}:predict", json={"instances": ONE_DIGIT}), 503
+    )
     assert "no version ready" in message and "failed to load" in message
     assert "failed to load" in _error(client.get(f"/v1/models/{BROKEN_MODEL}/metadata"), 503)

@@ -19,8 +19,11 @@ from tests.app.conftest import BROKEN_MODEL, SERVED_MODELS, ReferenceModels
 from tests.live_server import LiveServer
 
 FLOAT_TOLERANCE = 1e-5
-OUTPUT_NAMES = {"mnist": ("class_id", "probabilities"), "deskew": ("angle", "scale"),
-                "ocr": ("text", "confidence", "probabilities")}
+OUTPUT_NAMES = {
+    "mnist": ("class_id", "probabilities"),
+    "deskew": ("angle", "scale"),
+    "ocr": ("text", "confidence", "probabilities"),
+}
 EXACT_OUTPUTS = {"class_id", "text"}
 
 
@@ -31,13 +34,17 @@ def triton_client(server: LiveServer) -> Iterator[triton.InferenceServerClient]:
     client.close()
 
 
-def _model_input(name: str, heldout_digits: tuple[np.ndarray, np.ndarray],
-                 heldout_strips: list[tuple[np.ndarray, list[str]]]) -> np.ndarray:
+def _model_input(
+    name: str,
+    heldout_digits: tuple[np.ndarray, np.ndarray],
+    heldout_strips: list[tuple[np.ndarray, list[str]]],
+) -> np.ndarray:
     return heldout_strips[-1][0] if name == "ocr" else heldout_digits[0]
 
 
-def _assert_same_outputs(name: str, got: dict[str, np.ndarray],
-                         expected: dict[str, np.ndarray]) -> None:
+def _assert_same_outputs(
+    name: str, got: dict[str, np.ndarray], expected: dict[str, np.ndarray]
+) -> None:
     for output in OUTPUT_NAMES[name]:
         want = expected[output]
         have = got[output]
@@ -62,8 +69,9 @@ def test_health_and_server_metadata(triton_client: triton.InferenceServerClient)
 
 
 @pytest.mark.parametrize("name", SERVED_MODELS)
-def test_model_readiness_and_metadata(triton_client: triton.InferenceServerClient,
-                                      name: str) -> None:
+def test_model_readiness_and_metadata(
+    triton_client: triton.InferenceServerClient, name: str
+) -> None:
     assert triton_client.is_model_ready(name)
     metadata = triton_client.get_model_metadata(name)
     version = metadata["versions"][-1]
@@ -81,7 +89,8 @@ def test_model_readiness_and_metadata(triton_client: triton.InferenceServerClien
 
 
 def test_unknown_and_broken_models_are_not_ready(
-        triton_client: triton.InferenceServerClient) -> None:
+    triton_client: triton.InferenceServerClient,
+) -> None:
     assert not triton_client.is_model_ready("no-such-model")
     assert not triton_client.is_model_ready(BROKEN_MODEL)
     with pytest.raises(InferenceServerException, match="no-such-model"):
@@ -89,18 +98,22 @@ def test_unknown_and_broken_models_are_not_ready(
 
 
 @pytest.mark.parametrize("name", SERVED_MODELS)
-@pytest.mark.parametrize(("binary_in", "binary_out"), [(True, True), (False, False),
-                                                       (True, False), (False, True)])
+@pytest.mark.parametrize(
+    ("binary_in", "binary_out"), [(True, True), (False, False), (True, False), (False, True)]
+)
 def test_tritonclient_infer_equals_in_process_model(
-        triton_client: triton.InferenceServerClient, reference_models: ReferenceModels,
-        heldout_digits: tuple[np.ndarray, np.ndarray],
-        heldout_strips: list[tuple[np.ndarray, list[str]]],
-        name: str, binary_in: bool, binary_out: bool) -> None:
+    triton_client: triton.InferenceServerClient,
+    reference_models: ReferenceModels,
+    heldout_digits: tuple[np.ndarray, np.ndarray],
+    heldout_strips: list[tuple[np.ndarray, list[str]]],
+    name: str,
+    binary_in: bool,
+    binary_out: bool,
+) -> None:
     image = _model_input(name, heldout_digits, heldout_strips)
     tensor = triton.InferInput("image", list(image.shape), "FP32")
     tensor.set_data_from_numpy(image, binary_data=binary_in)
-    requested = [triton.InferRequestedOutput(o, binary_data=binary_out)
-                 for o in OUTPUT_NAMES[name]]
+    requested = [triton.InferRequestedOutput(o, binary_data=binary_out) for o in OUTPUT_NAMES[name]]
     result = triton_client.infer(name, [tensor], outputs=requested, request_id="r-1")
     response = result.get_response()
     assert response["model_name"] == name and response["id"] == "r-1"
@@ -111,8 +124,10 @@ def test_tritonclient_infer_equals_in_process_model(
 
 
 def test_tritonclient_default_outputs_are_all_binary(
-        triton_client: triton.InferenceServerClient, reference_models: ReferenceModels,
-        heldout_digits: tuple[np.ndarray, np.ndarray]) -> None:
+    triton_client: triton.InferenceServerClient,
+    reference_models: ReferenceModels,
+    heldout_digits: tuple[np.ndarray, np.ndarray],
+) -> None:
     image, labels = heldout_digits
     tensor = triton.InferInput("image", list(image.shape), "FP32")
     tensor.set_data_from_numpy(image)
@@ -123,14 +138,29 @@ def test_tritonclient_default_outputs_are_all_binary(
     assert np.mean(result.as_numpy("class_id") == labels) >= 0.7
 
 
-def test_raw_v2_json_infer(client: httpx.Client, reference_models: ReferenceModels,
-                           heldout_strips: list[tuple[np.ndarray, list[str]]]) -> None:
+def test_raw_v2_json_infer(
+    client: httpx.Client,
+    reference_models: ReferenceModels,
+    heldout_strips: list[tuple[np.ndarray, list[str]]],
+) -> None:
     image, _ = heldout_strips[0]
-    body = {"id": "strip", "inputs": [{"name": "image", "shape": list(image.shape),
-                                        "datatype": "FP32", "data": image.ravel().tolist()}],
-            "outputs": [{"name": "text"}, {"name": "confidence"}]}
-    response = client.post("/v2/models/ocr/versions/1/infer", content=orjson.dumps(body),
-                           headers={"Content-Type": "application/json"})
+    body = {
+        "id": "strip",
+        "inputs": [
+            {
+                "name": "image",
+                "shape": list(image.shape),
+                "datatype": "FP32",
+                "data": image.ravel().tolist(),
+            }
+        ],
+        "outputs": [{"name": "text"}, {"name": "confidence"}],
+    }
+    response = client.post(
+        "/v2/models/ocr/versions/1/infer",
+        content=orjson.dumps(body),
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     assert "Inference-Header-Content-Length" not in response.headers
@@ -139,22 +169,38 @@ def test_raw_v2_json_infer(client: httpx.Client, reference_models: ReferenceMode
     assert payload["id"] == "strip"
     text, confidence = payload["outputs"]
     expected = reference_models.predict("ocr", image)
-    assert text == {"name": "text", "datatype": "BYTES", "shape": [1],
-                    "data": [expected["text"][0].decode()]}
+    assert text == {
+        "name": "text",
+        "datatype": "BYTES",
+        "shape": [1],
+        "data": [expected["text"][0].decode()],
+    }
     assert confidence["datatype"] == "FP32"
     assert confidence["data"][0] == pytest.approx(float(expected["confidence"][0]), abs=1e-5)
 
 
 def test_raw_v2_binary_response_sets_header_length(
-        client: httpx.Client, heldout_digits: tuple[np.ndarray, np.ndarray]) -> None:
+    client: httpx.Client, heldout_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
     image = heldout_digits[0][:2]
-    header = orjson.dumps({"inputs": [{"name": "image", "shape": list(image.shape),
-                                       "datatype": "FP32",
-                                       "parameters": {"binary_data_size": image.nbytes}}],
-                           "outputs": [{"name": "class_id",
-                                        "parameters": {"binary_data": True}}]})
-    response = client.post("/v2/models/mnist/infer", content=header + image.tobytes(),
-                           headers={"Inference-Header-Content-Length": str(len(header))})
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": list(image.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": image.nbytes},
+                }
+            ],
+            "outputs": [{"name": "class_id", "parameters": {"binary_data": True}}],
+        }
+    )
+    response = client.post(
+        "/v2/models/mnist/infer",
+        content=header + image.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
     assert response.status_code == 200, response.text
     length = int(response.headers["Inference-Header-Content-Length"])
     described = orjson.loads(response.content[:length])
@@ -164,26 +210,53 @@ def test_raw_v2_binary_response_sets_header_length(
 
 
 def _image_input(**overrides: object) -> dict[str, object]:
-    tensor: dict[str, object] = {"name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32",
-                                 "data": [0.0] * 784}
+    tensor: dict[str, object] = {
+        "name": "image",
+        "shape": [1, 28, 28, 1],
+        "datatype": "FP32",
+        "data": [0.0] * 784,
+    }
     tensor.update(overrides)
     return tensor
 
 
 ERROR_CASES = [
-    ("/v2/models/mnist/infer", {"inputs": [_image_input(datatype="FLOAT99")]},
-     400, "unknown datatype 'FLOAT99'"),
-    ("/v2/models/mnist/infer", {"inputs": [_image_input(shape=[1, 28, 28, 2])]},
-     400, "needs 1568 elements but 'data' has 784"),
-    ("/v2/models/mnist/infer", {"inputs": [_image_input(shape=[1, 784])]},
-     400, "expects shape [-1, 28, 28, 1]"),
-    ("/v2/models/mnist/infer", {"inputs": [_image_input(name="picture")]},
-     400, "expects inputs ['image']"),
-    ("/v2/models/mnist/infer", {"inputs": [_image_input(datatype="BYTES",
-                                                          data=["x"] * 784)]},
-     400, "expects dtype float32"),
-    ("/v2/models/mnist/infer", {"inputs": [_image_input()], "outputs": [{"name": "nope"}]},
-     400, "unknown output 'nope'"),
+    (
+        "/v2/models/mnist/infer",
+        {"inputs": [_image_input(datatype="FLOAT99")]},
+        400,
+        "unknown datatype 'FLOAT99'",
+    ),
+    (
+        "/v2/models/mnist/infer",
+        {"inputs": [_image_input(shape=[1, 28, 28, 2])]},
+        400,
+        "needs 1568 elements but 'data' has 784",
+    ),
+    (
+        "/v2/models/mnist/infer",
+        {"inputs": [_image_input(shape=[1, 784])]},
+        400,
+        "expects shape [-1, 28, 28, 1]",
+    ),
+    (
+        "/v2/models/mnist/infer",
+        {"inputs": [_image_input(name="picture")]},
+        400,
+        "expects inputs ['image']",
+    ),
+    (
+        "/v2/models/mnist/infer",
+        {"inputs": [_image_input(datatype="BYTES", data=["x"] * 784)]},
+        400,
+        "expects dtype float32",
+    ),
+    (
+        "/v2/models/mnist/infer",
+        {"inputs": [_image_input()], "outputs": [{"name": "nope"}]},
+        400,
+        "unknown output 'nope'",
+    ),
     ("/v2/models/nope/infer", {"inputs": [_image_input()]}, 404, "nope"),
     ("/v2/models/mnist/versions/99/infer", {"inputs": [_image_input()]}, 404, "99"),
     ("/v2/models/mnist/versions/x/infer", {"inputs": [_image_input()]}, 400, "'x'"),
@@ -193,37 +266,54 @@ ERROR_CASES = [
 
 @pytest.mark.parametrize(("path", "body", "status", "message"), ERROR_CASES)
 def test_json_errors_name_the_problem_and_server_stays_up(
-        client: httpx.Client, path: str, body: dict[str, object], status: int,
-        message: str) -> None:
+    client: httpx.Client, path: str, body: dict[str, object], status: int, message: str
+) -> None:
     response = client.post(path, content=orjson.dumps(body))
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
     assert client.get("/v2/health/live").status_code == 200
 
 
-@pytest.mark.parametrize(("payload", "size", "message"), [
-    (b"\0" * 3136, 3000, "needs 3136 bytes but binary_data_size is 3000"),
-    (b"\0" * 3000, 3136, "runs past the end of the body"),
-    (b"\0" * 3200, 3136, "add up to 3136 bytes but 3200 bytes follow"),
-])
+@pytest.mark.parametrize(
+    ("payload", "size", "message"),
+    [
+        (b"\0" * 3136, 3000, "needs 3136 bytes but binary_data_size is 3000"),
+        (b"\0" * 3000, 3136, "runs past the end of the body"),
+        (b"\0" * 3200, 3136, "add up to 3136 bytes but 3200 bytes follow"),
+    ],
+)
 def test_binary_sizes_inconsistent_with_body_are_400(
-        client: httpx.Client, payload: bytes, size: int, message: str) -> None:
-    header = orjson.dumps({"inputs": [{"name": "image", "shape": [1, 28, 28, 1],
-                                       "datatype": "FP32",
-                                       "parameters": {"binary_data_size": size}}]})
-    response = client.post("/v2/models/mnist/infer", content=header + payload,
-                           headers={"Inference-Header-Content-Length": str(len(header))})
+    client: httpx.Client, payload: bytes, size: int, message: str
+) -> None:
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [1, 28, 28, 1],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": size},
+                }
+            ]
+        }
+    )
+    response = client.post(
+        "/v2/models/mnist/infer",
+        content=header + payload,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
     assert response.status_code == 400
     assert message in response.json()["error"]
     assert client.get("/v2/health/ready").status_code == 200
 
 
 def test_malformed_json_and_bad_header_length_are_400(client: httpx.Client) -> None:
-    response = client.post("/v2/models/mnist/infer", content=b"{\"inputs\": [")
+    response = client.post("/v2/models/mnist/infer", content=b'{"inputs": [')
     assert response.status_code == 400
     assert "malformed JSON" in response.json()["error"]
-    response = client.post("/v2/models/mnist/infer", content=b"{}",
-                           headers={"Inference-Header-Content-Length": "500"})
+    response = client.post(
+        "/v2/models/mnist/infer", content=b"{}", headers={"Inference-Header-Content-Length": "500"}
+    )
     assert response.status_code == 400
     assert "Inference-Header-Content-Length is 500" in response.json()["error"]
 

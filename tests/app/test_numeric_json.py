@@ -25,8 +25,10 @@ def _general_path(text: str) -> np.ndarray:
 def test_rectangular_numbers_equal_the_general_path(shape: tuple[int, ...], kind: str) -> None:
     rng = np.random.default_rng(sum(shape))
     values = rng.random(shape) - 0.5 if kind == "float" else rng.integers(-9, 9, shape)
-    for text in (orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
-                 json.dumps(values.tolist(), indent=1)):  # with whitespace and newlines
+    for text in (
+        orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
+        json.dumps(values.tolist(), indent=1),
+    ):  # with whitespace and newlines
         fast = numeric_array(text.encode())
         expected = _general_path(text)
         assert fast is not None
@@ -34,29 +36,47 @@ def test_rectangular_numbers_equal_the_general_path(shape: tuple[int, ...], kind
         assert np.array_equal(fast, expected)
 
 
-@pytest.mark.parametrize("text", [
-    "[[1,2],[3]]", "[[1,2],[3],[4,5,6]]", "[[[1],[2]],[[3],[4,5]]]", "[[1],2]", "[1,[2]]",
-    "[]", "[[]]", "[[],[]]", "[1,,2]", "[1.2.3]", "[--1]", "[[1,2],[3,4]", "[1e999]",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[[1,2],[3]]",
+        "[[1,2],[3],[4,5,6]]",
+        "[[[1],[2]],[[3],[4,5]]]",
+        "[[1],2]",
+        "[1,[2]]",
+        "[]",
+        "[[]]",
+        "[[],[]]",
+        "[1,,2]",
+        "[1.2.3]",
+        "[--1]",
+        "[[1,2],[3,4]",
+        "[1e999]",
+    ],
+)
 def test_anything_else_is_left_to_the_general_path(text: str) -> None:
     assert numeric_array(text.encode()) is None
 
 
 def test_the_body_keeps_its_other_keys_and_gets_an_array() -> None:
     body = parse_with_numeric_array(
-        b'{"signature_name": "serving_default", "instances": [[1.5, 2], [3, 4]]}', "instances")
+        b'{"signature_name": "serving_default", "instances": [[1.5, 2], [3, 4]]}', "instances"
+    )
     assert body is not None and body["signature_name"] == "serving_default"
     assert body["instances"].dtype == np.float64
     assert body["instances"].tolist() == [[1.5, 2.0], [3.0, 4.0]]
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"x": {"instances": [1]}, "instances": [[2]]}',    # a nested key matched first
-    b'{"x": {"instances": [1]}, "instances": null}',
-    b'{"instances": [{"image": [1]}]}',                  # rows that are objects
-    b'{"instances": [[1, 2]]',                           # malformed JSON
-    b'[{"instances": [1]}]',                             # not an object
-    b'{"instances": [1], "note": "' + PLACEHOLDER_TEXT.encode() + b'"}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"x": {"instances": [1]}, "instances": [[2]]}',  # a nested key matched first
+        b'{"x": {"instances": [1]}, "instances": null}',
+        b'{"instances": [{"image": [1]}]}',  # rows that are objects
+        b'{"instances": [[1, 2]]',  # malformed JSON
+        b'[{"instances": [1]}]',  # not an object
+        b'{"instances": [1], "note": "' + PLACEHOLDER_TEXT.encode() + b'"}',
+    ],
+)
 def test_bodies_it_cannot_be_sure_of_take_the_general_path(raw: bytes) -> None:
     assert parse_with_numeric_array(raw, "instances") is None

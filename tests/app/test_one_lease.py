@@ -28,8 +28,11 @@ def _export_sum_model(target: Path, input_names: tuple[str, ...]) -> VersionDir:
     """A SavedModel whose `serving_default` sums its inputs' rows, with these input names."""
 
     class Summer(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name=name)
-                                      for name in input_names])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, 3], tf.float32, name=name) for name in input_names
+            ]
+        )
         def serve(self, *tensors: tf.Tensor) -> dict[str, tf.Tensor]:
             return {"total": tf.add_n([tf.reduce_sum(t, axis=1) for t in tensors])}
 
@@ -39,7 +42,8 @@ def _export_sum_model(target: Path, input_names: tuple[str, ...]) -> VersionDir:
 
 
 def test_a_reload_between_decoding_and_inference_cannot_mismatch_the_input_name(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     async def scenario() -> None:
         registry = ModelRegistry(tmp_path, BatchingOptions(), warm_up=False)
         plane = DataPlane(registry, None)
@@ -57,15 +61,17 @@ def test_a_reload_between_decoding_and_inference_cannot_mismatch_the_input_name(
     asyncio.run(scenario())
 
 
-def test_an_unnamed_value_for_a_model_with_several_inputs_is_a_clear_400(
-        tmp_path: Path) -> None:
+def test_an_unnamed_value_for_a_model_with_several_inputs_is_a_clear_400(tmp_path: Path) -> None:
     async def scenario() -> None:
         registry = ModelRegistry(tmp_path, BatchingOptions(), warm_up=False)
         plane = DataPlane(registry, None)
         await registry.load_version(_export_sum_model(tmp_path / "m" / "1", ("a", "b")))
         _, inputs = decode_predict(orjson.dumps({"inputs": [[1.0, 2.0, 3.0]]}))
-        with pytest.raises(InvalidInput, match=r"has inputs \['a', 'b'\]: each value must be an "
-                                               "object that names them"):
+        with pytest.raises(
+            InvalidInput,
+            match=r"has inputs \['a', 'b'\]: each value must be an "
+            "object that names them",
+        ):
             await plane.infer("m", inputs)
         await registry.close(1.0)
 

@@ -32,8 +32,16 @@ def test_the_service_never_imports_training_code_or_its_data_package() -> None:
     offenders = []
     for path in sorted((REPO_ROOT / "app").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                       else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            offenders += [f"{path.relative_to(REPO_ROOT)}: {module}" for module in modules
-                          if module.split(".")[0] in {"training", "mlxtend"}]
+            modules = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(REPO_ROOT)}: {module}"
+                for module in modules
+                if module.split(".")[0] in {"training", "mlxtend"}
+            ]
     assert offenders == []

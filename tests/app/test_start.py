@@ -16,9 +16,20 @@ START_ERROR_TIMEOUT_S = 120
 
 def test_help_documents_every_environment_variable() -> None:
     text = build_parser().format_help()
-    for variable in ("HOST", "PORT", "MODEL_REPOSITORY", "WORKERS", "DEVICE",
-                     "GPU_MEMORY_GROWTH", "GPU_MEMORY_LIMIT", "LOG_DEVICE_PLACEMENT",
-                     "INTRA_OP_THREADS", "INTER_OP_THREADS", "MAX_BODY_BYTES", "LOG_LEVEL"):
+    for variable in (
+        "HOST",
+        "PORT",
+        "MODEL_REPOSITORY",
+        "WORKERS",
+        "DEVICE",
+        "GPU_MEMORY_GROWTH",
+        "GPU_MEMORY_LIMIT",
+        "LOG_DEVICE_PLACEMENT",
+        "INTRA_OP_THREADS",
+        "INTER_OP_THREADS",
+        "MAX_BODY_BYTES",
+        "LOG_LEVEL",
+    ):
         assert f"KERASSERVE_{variable}" in text.replace("\n", "").replace(" ", ""), variable
 
 
@@ -37,8 +48,13 @@ def test_command_line_overrides_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _start_and_expect_failure(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(server_command(Path(args[0]), free_port(), args[1:]), cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=START_ERROR_TIMEOUT_S)
+    return subprocess.run(
+        server_command(Path(args[0]), free_port(), args[1:]),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=START_ERROR_TIMEOUT_S,
+    )
 
 
 def test_gpu_requested_without_a_gpu_is_a_clear_start_error(model_repository: Path) -> None:
@@ -66,10 +82,10 @@ def test_server_metadata_reports_cpu_mode(client: httpx.Client) -> None:
     assert "binary_tensor_data" in body["extensions"]
 
 
-
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
 def test_a_batching_timeout_that_is_not_a_positive_finite_number_is_refused(
-        monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
     """nan compares false with everything: accepted once, it failed every request with a 500."""
     from pydantic import ValidationError
 

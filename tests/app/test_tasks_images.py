@@ -41,8 +41,9 @@ PICTURES = {
     "palette": lambda: _encode(Image.fromarray(BAR).convert("P")),
     "dark on light": lambda: _encode(_dark_on_light()),
     "jpeg dark on light": lambda: _encode(_dark_on_light().convert("RGB"), "JPEG"),
-    "black ink on transparent": lambda: _encode(Image.merge(
-        "RGBA", [Image.new("L", BAR.T.shape, 0)] * 3 + [Image.fromarray(BAR)])),
+    "black ink on transparent": lambda: _encode(
+        Image.merge("RGBA", [Image.new("L", BAR.T.shape, 0)] * 3 + [Image.fromarray(BAR)])
+    ),
 }
 
 
@@ -71,7 +72,7 @@ def test_digit_is_fitted_into_20x20_with_centre_of_mass_in_the_middle() -> None:
 def test_strip_digits_are_brought_to_mnist_height_keeping_jitter_and_aspect() -> None:
     line = np.zeros((100, 400), np.uint8)
     for left, top in ((40, 25), (140, 35), (240, 30)):  # three 40x60 "digits", jittered
-        line[top:top + 40, left:left + 60] = 255
+        line[top : top + 40, left : left + 60] = 255
     image = strip_input(decode_grayscale(_encode(Image.fromarray(line))))
     assert image.shape[:2] == (1, MNIST_SIZE) and image.shape[3] == 1
     pixels = image[0, :, :, 0]

@@ -26,8 +26,13 @@ def _assert_outputs_equal(got: dict[str, list], expected: dict[str, np.ndarray])
         elif want.dtype.kind in "iu":
             np.testing.assert_array_equal(np.asarray(got[key]), want, err_msg=key)
         else:
-            np.testing.assert_allclose(np.asarray(got[key], dtype=np.float32), want,
-                                       atol=FLOAT_TOLERANCE, rtol=0, err_msg=key)
+            np.testing.assert_allclose(
+                np.asarray(got[key], dtype=np.float32),
+                want,
+                atol=FLOAT_TOLERANCE,
+                rtol=0,
+                err_msg=key,
+            )
 
 
 def _rows_to_columns(predictions: list[dict]) -> dict[str, list]:
@@ -41,38 +46,46 @@ def _inputs_for(name: str, heldout_digits, heldout_strips) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("name", SERVED_MODELS)
-def test_row_format_equals_in_process_model(name: str, client: httpx.Client,
-                                            reference_models: ReferenceModels,
-                                            heldout_digits, heldout_strips) -> None:
+def test_row_format_equals_in_process_model(
+    name: str,
+    client: httpx.Client,
+    reference_models: ReferenceModels,
+    heldout_digits,
+    heldout_strips,
+) -> None:
     for images in _inputs_for(name, heldout_digits, heldout_strips):
-        response = client.post(f"/v1/models/{name}:predict",
-                               json={"instances": images.tolist()})
+        response = client.post(f"/v1/models/{name}:predict", json={"instances": images.tolist()})
         assert response.status_code == 200, response.text
         predictions = response.json()["predictions"]
         assert len(predictions) == len(images)
-        _assert_outputs_equal(_rows_to_columns(predictions),
-                              reference_models.predict(name, images))
+        _assert_outputs_equal(_rows_to_columns(predictions), reference_models.predict(name, images))
 
 
 @pytest.mark.parametrize("name", SERVED_MODELS)
-def test_columnar_format_equals_in_process_model(name: str, client: httpx.Client,
-                                                 reference_models: ReferenceModels,
-                                                 heldout_digits, heldout_strips) -> None:
+def test_columnar_format_equals_in_process_model(
+    name: str,
+    client: httpx.Client,
+    reference_models: ReferenceModels,
+    heldout_digits,
+    heldout_strips,
+) -> None:
     for images in _inputs_for(name, heldout_digits, heldout_strips):
-        response = client.post(f"/v1/models/{name}/versions/1:predict",
-                               json={"signature_name": "serving_default",
-                                     "inputs": {"image": images.tolist()}})
+        response = client.post(
+            f"/v1/models/{name}/versions/1:predict",
+            json={"signature_name": "serving_default", "inputs": {"image": images.tolist()}},
+        )
         assert response.status_code == 200, response.text
         _assert_outputs_equal(response.json()["outputs"], reference_models.predict(name, images))
 
 
-def test_named_instances_and_bare_columns_are_accepted(client: httpx.Client,
-                                                       reference_models: ReferenceModels,
-                                                       heldout_digits) -> None:
+def test_named_instances_and_bare_columns_are_accepted(
+    client: httpx.Client, reference_models: ReferenceModels, heldout_digits
+) -> None:
     images = heldout_digits[0][:2]
     expected = reference_models.predict("mnist", images)["class_id"].tolist()
-    named = client.post("/v1/models/mnist:predict",
-                        json={"instances": [{"image": row} for row in images.tolist()]})
+    named = client.post(
+        "/v1/models/mnist:predict", json={"instances": [{"image": row} for row in images.tolist()]}
+    )
     bare = client.post("/v1/models/mnist:predict", json={"inputs": images.tolist()})
     assert [row["class_id"] for row in named.json()["predictions"]] == expected
     assert bare.json()["outputs"]["class_id"] == expected
@@ -97,10 +110,13 @@ def test_b64_values_reach_a_float_model_as_a_clear_dtype_error(client: httpx.Cli
 def test_model_status_lists_versions_and_states(client: httpx.Client) -> None:
     for name in SERVED_MODELS:
         body = client.get(f"/v1/models/{name}").json()
-        assert body["model_version_status"] == [{
-            "version": "1", "state": "AVAILABLE",
-            "status": {"error_code": "OK", "error_message": ""},
-        }]
+        assert body["model_version_status"] == [
+            {
+                "version": "1",
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
     one = client.get("/v1/models/mnist/versions/1")
     assert one.status_code == 200
     assert one.json()["model_version_status"][0]["state"] == "AVAILABLE"
@@ -113,8 +129,9 @@ def test_failed_model_reports_its_load_error(client: httpx.Client) -> None:
     assert "cannot load SavedModel" in status["status"]["error_message"]
 
 
-@pytest.mark.parametrize("path", ["/v1/models/{name}/metadata",
-                                  "/v1/models/{name}/versions/1/metadata"])
+@pytest.mark.parametrize(
+    "path", ["/v1/models/{name}/metadata", "/v1/models/{name}/versions/1/metadata"]
+)
 def test_metadata_is_a_tf_serving_signature_def(path: str, client: httpx.Client) -> None:
     body = client.get(path.format(name="ocr")).json()
     assert body["model_spec"] == {"name": "ocr", "signature_name": "", "version": "1"}

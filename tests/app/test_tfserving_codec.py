@@ -21,8 +21,9 @@ from app.protocols.tfserving import (
 
 def _json(outputs: dict[str, np.ndarray]) -> object:
     encoded = {key: encode_output(key, value) for key, value in outputs.items()}
-    return orjson.loads(orjson.dumps(predictions_from_outputs(encoded, outputs),
-                                     option=ORJSON_OPTIONS))
+    return orjson.loads(
+        orjson.dumps(predictions_from_outputs(encoded, outputs), option=ORJSON_OPTIONS)
+    )
 
 
 def test_one_output_predictions_are_the_bare_values() -> None:
@@ -31,15 +32,19 @@ def test_one_output_predictions_are_the_bare_values() -> None:
 
 
 def test_several_outputs_give_one_object_per_row() -> None:
-    outputs = {"class_id": np.array([3, 7], dtype=np.int64),
-               "text": np.array([b"42", b"7"], dtype=object)}
+    outputs = {
+        "class_id": np.array([3, 7], dtype=np.int64),
+        "text": np.array([b"42", b"7"], dtype=object),
+    }
     assert _json(outputs) == [{"class_id": 3, "text": "42"}, {"class_id": 7, "text": "7"}]
 
 
 def test_bytes_outputs_are_b64_objects() -> None:
     raw = np.array([b"\x00\xff", b"ok"], dtype=object)
     assert _json({"image_bytes": raw}) == [
-        {"b64": base64.b64encode(b"\x00\xff").decode()}, {"b64": base64.b64encode(b"ok").decode()}]
+        {"b64": base64.b64encode(b"\x00\xff").decode()},
+        {"b64": base64.b64encode(b"ok").decode()},
+    ]
 
 
 def test_outputs_of_different_batch_sizes_ask_for_the_columnar_format() -> None:

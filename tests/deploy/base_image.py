@@ -60,12 +60,15 @@ def ensure_minbase_image(engine: DockerEngine) -> None:
     if has_image(engine, MINBASE_TAG):
         return
     if shutil.which("debootstrap") is None:
-        raise EngineUnavailable("debootstrap is missing: cannot build the python:3.11-slim "
-                                "stand-in")
+        raise EngineUnavailable(
+            "debootstrap is missing: cannot build the python:3.11-slim stand-in"
+        )
     rootfs = Path(tempfile.mkdtemp(prefix="kerasserve-rootfs-"))
     try:
-        run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs), debian_mirror()],
-            timeout=600)
+        run(
+            ["debootstrap", "--variant=minbase", "bookworm", str(rootfs), debian_mirror()],
+            timeout=600,
+        )
         _import_rootfs(engine, rootfs)
     except CommandFailed as exc:
         raise EngineUnavailable(f"debootstrap of Debian bookworm failed:\n{exc}") from exc
@@ -76,10 +79,17 @@ def ensure_minbase_image(engine: DockerEngine) -> None:
 def _import_rootfs(engine: DockerEngine, rootfs: Path) -> None:
     """`tar -C rootfs -c . | docker import - local/debian-minbase:bookworm`, bounded."""
     with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
-        imported = subprocess.run([engine.client, "import", "-", MINBASE_TAG], env=engine.env,
-                                  stdin=tar.stdout, capture_output=True, timeout=300,
-                                  check=False)
+        imported = subprocess.run(
+            [engine.client, "import", "-", MINBASE_TAG],
+            env=engine.env,
+            stdin=tar.stdout,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
         tar.wait(timeout=60)
     if imported.returncode != 0 or tar.returncode != 0:
-        raise EngineUnavailable(f"docker import of the Debian rootfs failed: "
-                                f"{imported.stderr.decode(errors='replace')[-2000:]}")
+        raise EngineUnavailable(
+            f"docker import of the Debian rootfs failed: "
+            f"{imported.stderr.decode(errors='replace')[-2000:]}"
+        )

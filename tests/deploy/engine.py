@@ -57,8 +57,9 @@ def install_packages() -> None:
             run(["apt-get", "update", "-q"], timeout=300, env=env)
             run(install, timeout=600, env=env)
     except CommandFailed as exc:
-        raise EngineUnavailable(f"could not install {' '.join(APT_PACKAGES)} with apt-get:\n"
-                                f"{exc}") from exc
+        raise EngineUnavailable(
+            f"could not install {' '.join(APT_PACKAGES)} with apt-get:\n{exc}"
+        ) from exc
 
 
 def docker_client() -> str:
@@ -85,10 +86,16 @@ class DockerEngine:
     temporary_data_root: bool
     env: dict[str, str] = field(default_factory=dict)
 
-    def docker(self, *args: str, timeout: float, check: bool = True,
-               input_bytes: bytes | None = None) -> Finished:
-        return run([self.client, *args], timeout=timeout, env=self.env, check=check,
-                   input_bytes=input_bytes)
+    def docker(
+        self, *args: str, timeout: float, check: bool = True, input_bytes: bytes | None = None
+    ) -> Finished:
+        return run(
+            [self.client, *args],
+            timeout=timeout,
+            env=self.env,
+            check=check,
+            input_bytes=input_bytes,
+        )
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -100,8 +107,9 @@ class DockerEngine:
         """Keep the cached data root bounded: every rebuild leaves a dangling multi-GB image
         and build cache behind. The newest cache (what the next run reuses) is kept."""
         self.docker("image", "prune", "-f", timeout=300, check=False)
-        self.docker("builder", "prune", "-f", "--keep-storage", CACHE_KEEP_STORAGE,
-                    timeout=300, check=False)
+        self.docker(
+            "builder", "prune", "-f", "--keep-storage", CACHE_KEEP_STORAGE, timeout=300, check=False
+        )
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a bounded wait; release the data root."""
@@ -148,21 +156,45 @@ def start_engine() -> DockerEngine:
     log_path = exec_root / "dockerd.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [dockerd, "--data-root", str(data_root), "--exec-root", str(exec_root / "exec"),
-             "--pidfile", str(exec_root / "docker.pid"), "-H", f"unix://{socket}"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
-    engine = DockerEngine(process=process, socket=socket, exec_root=exec_root,
-                          data_root=data_root, log_path=log_path, client=client, lock_file=lock,
-                          temporary_data_root=temporary,
-                          env={**os.environ, "DOCKER_HOST": f"unix://{socket}",
-                               "DOCKER_BUILDKIT": "1", "COMPOSE_PROGRESS": "plain"})
+            [
+                dockerd,
+                "--data-root",
+                str(data_root),
+                "--exec-root",
+                str(exec_root / "exec"),
+                "--pidfile",
+                str(exec_root / "docker.pid"),
+                "-H",
+                f"unix://{socket}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    engine = DockerEngine(
+        process=process,
+        socket=socket,
+        exec_root=exec_root,
+        data_root=data_root,
+        log_path=log_path,
+        client=client,
+        lock_file=lock,
+        temporary_data_root=temporary,
+        env={
+            **os.environ,
+            "DOCKER_HOST": f"unix://{socket}",
+            "DOCKER_BUILDKIT": "1",
+            "COMPOSE_PROGRESS": "plain",
+        },
+    )
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             engine.stop()
-            raise EngineUnavailable(f"dockerd exited with status {process.returncode}:\n"
-                                    f"{engine.log_tail()}")
+            raise EngineUnavailable(
+                f"dockerd exited with status {process.returncode}:\n{engine.log_tail()}"
+            )
         if socket.exists() and engine.docker("info", timeout=15, check=False).returncode == 0:
             return engine
         time.sleep(0.5)

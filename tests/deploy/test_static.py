@@ -42,8 +42,13 @@ COMPOSE_VARIANTS: dict[str, list[str]] = {
 
 def compose(*args: str, env: dict[str, str] | None = None, check: bool = True) -> Finished:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("KERASSERVE_", "PIP_"))}
-    return run([str(tool("docker-compose")), *args], timeout=60, cwd=REPO_ROOT,
-               env={**clean, **(env or {})}, check=check)
+    return run(
+        [str(tool("docker-compose")), *args],
+        timeout=60,
+        cwd=REPO_ROOT,
+        env={**clean, **(env or {})},
+        check=check,
+    )
 
 
 def compose_model(variant: str, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -56,8 +61,9 @@ def manifests(name: str) -> list[dict[str, Any]]:
 
 
 def kubernetes_validate(*paths: Path) -> Finished:
-    return run([str(tool("kubernetes-validate")), "--strict", *map(str, paths)], timeout=120,
-               check=False)
+    return run(
+        [str(tool("kubernetes-validate")), "--strict", *map(str, paths)], timeout=120, check=False
+    )
 
 
 # ------------------------------------------------------------------------ compose
@@ -71,8 +77,9 @@ def test_compose_config_is_valid(variant: str) -> None:
 def test_compose_config_rejects_a_bad_file(tmp_path: Path) -> None:
     """The validator is not a no-op: a wrong type and an unknown key are refused."""
     bad = tmp_path / "compose.yml"
-    bad.write_text("services:\n  server:\n    image: x\n    restart: sometimes\n"
-                   "    healthchek: {}\n")
+    bad.write_text(
+        "services:\n  server:\n    image: x\n    restart: sometimes\n    healthchek: {}\n"
+    )
     assert compose("-f", str(bad), "config", "-q", check=False).returncode != 0
 
 
@@ -81,11 +88,14 @@ def test_server_service_is_production_shaped() -> None:
     assert server["image"] == "kerasserve:latest"
     assert server["restart"] == "unless-stopped"
     assert server["healthcheck"]["test"] == ["CMD", "python", "/opt/kerasserve/healthcheck.py"]
-    assert [(p["target"], p["published"]) for p in server["ports"]] == [(8000, "8000"),
-                                                                        (8001, "8001")]
+    assert [(p["target"], p["published"]) for p in server["ports"]] == [
+        (8000, "8000"),
+        (8001, "8001"),
+    ]
     assert server["environment"]["KERASSERVE_GRPC_PORT"] == "8001"
-    assert {"type": "volume", "source": "models", "target": "/models"}.items() <= \
-        server["volumes"][0].items()
+    assert {"type": "volume", "source": "models", "target": "/models"}.items() <= server["volumes"][
+        0
+    ].items()
     limits = server["deploy"]["resources"]["limits"]
     assert float(limits["cpus"]) > 0 and int(limits["memory"]) >= 2 * 1024**3
     assert server["environment"]["KERASSERVE_MODEL_REPOSITORY"] == "/models"
@@ -132,8 +142,9 @@ def test_tokens_override_requires_api_tokens_and_prometheus_sends_one() -> None:
     assert {s["source"] for s in server["secrets"]} == {"admin_tokens", "api_tokens"}
     assert {s["source"] for s in prometheus["secrets"]} == {"api_tokens"}
     assert server["healthcheck"]["test"] == ["CMD", "python", "/opt/kerasserve/healthcheck.py"]
-    (config_mount,) = [v for v in prometheus["volumes"]
-                       if v["target"] == "/etc/prometheus/prometheus.yml"]
+    (config_mount,) = [
+        v for v in prometheus["volumes"] if v["target"] == "/etc/prometheus/prometheus.yml"
+    ]
     config = yaml.safe_load(Path(config_mount["source"]).read_text())
     (job,) = config["scrape_configs"]
     assert job["authorization"]["credentials_file"] == "/run/secrets/api_tokens"
@@ -170,17 +181,27 @@ def test_gpu_override_reserves_a_gpu_and_sets_memory_options() -> None:
 
 
 def test_hadolint_is_clean() -> None:
-    linted = run([str(tool("hadolint")), "--config", str(REPO_ROOT / ".hadolint.yaml"),
-                  str(REPO_ROOT / "Dockerfile")], timeout=60, check=False)
+    linted = run(
+        [
+            str(tool("hadolint")),
+            "--config",
+            str(REPO_ROOT / ".hadolint.yaml"),
+            str(REPO_ROOT / "Dockerfile"),
+        ],
+        timeout=60,
+        check=False,
+    )
     assert linted.returncode == 0, linted.describe()
 
 
 def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
-    bad.write_text("FROM python:3.11-slim\nRUN cd /tmp && echo hi\nCMD python app.py\n"
-                   "COPY a b c\n")
-    linted = run([str(tool("hadolint")), "--config", str(REPO_ROOT / ".hadolint.yaml"),
-                  str(bad)], timeout=60, check=False)
+    bad.write_text("FROM python:3.11-slim\nRUN cd /tmp && echo hi\nCMD python app.py\nCOPY a b c\n")
+    linted = run(
+        [str(tool("hadolint")), "--config", str(REPO_ROOT / ".hadolint.yaml"), str(bad)],
+        timeout=60,
+        check=False,
+    )
     assert linted.returncode != 0
 
 
@@ -190,8 +211,11 @@ def test_dockerfile_has_the_required_shape() -> None:
     assert re.search(r"ARG CUDA_IMAGE=nvidia/cuda:\S+", text)
     assert len(re.findall(r"^FROM ", text, re.MULTILINE)) >= 4  # multi-stage
     assert re.search(r"^USER 10001", text, re.MULTILINE)
-    assert re.search(r"^HEALTHCHECK .*\n\s+CMD \[\"python\", \"/opt/kerasserve/healthcheck.py\"\]",
-                     text, re.MULTILINE)
+    assert re.search(
+        r"^HEALTHCHECK .*\n\s+CMD \[\"python\", \"/opt/kerasserve/healthcheck.py\"\]",
+        text,
+        re.MULTILINE,
+    )
     assert 'ENTRYPOINT ["python", "-m", "app"]' in text
     assert "KERASSERVE_MODEL_REPOSITORY=/models" in text
     assert re.search(r"^COPY --chown=10001:0 models /models", text, re.MULTILINE)
@@ -201,8 +225,11 @@ def test_dockerfile_has_the_required_shape() -> None:
 
 
 def test_dockerignore_is_an_allow_list() -> None:
-    lines = [line for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
-             if line and not line.startswith("#")]
+    lines = [
+        line
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert lines[0] == "*", "everything is excluded first, then the build inputs allowed back"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert {"pyproject.toml", "app", "training", "models", "deploy/docker"} <= allowed
@@ -211,8 +238,15 @@ def test_dockerignore_is_an_allow_list() -> None:
 
 @pytest.mark.parametrize("variant", ["cpu", "gpu"])
 def test_image_requirements_install_exactly_one_tensorflow(variant: str) -> None:
-    listed = run(["python3", str(REPO_ROOT / "deploy/docker/requirements.py"), variant,
-                  str(REPO_ROOT / "pyproject.toml")], timeout=30).stdout.splitlines()
+    listed = run(
+        [
+            "python3",
+            str(REPO_ROOT / "deploy/docker/requirements.py"),
+            variant,
+            str(REPO_ROOT / "pyproject.toml"),
+        ],
+        timeout=30,
+    ).stdout.splitlines()
     names = [re.split(r"[\[~=<>;! ]", line, maxsplit=1)[0].lower() for line in listed]
     # One distribution of the `tensorflow` module, never `tensorflow-cpu` beside it (the
     # serving API's gRPC package requires `tensorflow` itself).
@@ -254,8 +288,13 @@ def _probe_path(container: dict[str, Any], probe: str) -> str:
     return container[probe]["httpGet"]["path"]
 
 
-@pytest.mark.parametrize("name, image, gpu", [("deployment.yaml", "kerasserve:latest", False),
-                                              ("deployment-gpu.yaml", "kerasserve:gpu", True)])
+@pytest.mark.parametrize(
+    "name, image, gpu",
+    [
+        ("deployment.yaml", "kerasserve:latest", False),
+        ("deployment-gpu.yaml", "kerasserve:gpu", True),
+    ],
+)
 def test_deployments_probe_the_v2_health_routes(name: str, image: str, gpu: bool) -> None:
     (deployment,) = manifests(name)
     pod = deployment["spec"]["template"]["spec"]
@@ -288,8 +327,10 @@ def _assert_tokens_from_the_secret(pod: dict[str, Any], server: dict[str, Any]) 
     assert volume["secret"]["secretName"] == "kerasserve-tokens"
     (mount,) = [m for m in server["volumeMounts"] if m["name"] == volume["name"]]
     assert mount["readOnly"] is True
-    for variable, key in (("KERASSERVE_API_TOKEN_FILE", "api-tokens"),
-                          ("KERASSERVE_ADMIN_TOKEN_FILE", "admin-tokens")):
+    for variable, key in (
+        ("KERASSERVE_API_TOKEN_FILE", "api-tokens"),
+        ("KERASSERVE_ADMIN_TOKEN_FILE", "admin-tokens"),
+    ):
         assert env[variable] == f"{mount['mountPath']}/{key}"
     assert not [name for name in env if name.endswith(("_TOKENS", "_TOKEN"))]
 
@@ -312,19 +353,30 @@ def test_service_hpa_and_claims_point_at_what_exists() -> None:
     assert service["spec"]["selector"].items() <= labels.items()
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     assert service["spec"]["ports"][1]["targetPort"] == "grpc"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert hpa["spec"]["minReplicas"] >= 2
     assert "ReadWriteMany" in claim["spec"]["accessModes"]
-    for name in ("deployment.yaml", "deployment-gpu.yaml", "training-job.yaml",
-                 "training-multiworker.yaml", "inferenceservice.yaml"):
+    for name in (
+        "deployment.yaml",
+        "deployment-gpu.yaml",
+        "training-job.yaml",
+        "training-multiworker.yaml",
+        "inferenceservice.yaml",
+    ):
         for document in manifests(name):
             spec = document["spec"]
             pod = spec.get("template", {}).get("spec") or spec.get("predictor")
             if pod is None:
                 continue
-            claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
-                      if "persistentVolumeClaim" in v]
+            claims = [
+                v["persistentVolumeClaim"]["claimName"]
+                for v in pod["volumes"]
+                if "persistentVolumeClaim" in v
+            ]
             assert claims == [claim["metadata"]["name"]], name
 
 
@@ -349,14 +401,20 @@ def test_multiworker_job_gives_each_worker_its_tf_config(index: int) -> None:
     assert "--strategy multi-worker" in script
     # Run the real shell script up to the training command, printing TF_CONFIG instead.
     exported, _ = script.split("&& exec python", 1)
-    shown = subprocess.run(["sh", "-c", exported + '&& printf %s "$TF_CONFIG"'],
-                           env={"JOB_COMPLETION_INDEX": str(index), "PATH": os.environ["PATH"]},
-                           capture_output=True, text=True, timeout=10, check=True)
+    shown = subprocess.run(
+        ["sh", "-c", exported + '&& printf %s "$TF_CONFIG"'],
+        env={"JOB_COMPLETION_INDEX": str(index), "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
     tf_config = json.loads(shown.stdout)
     job_name, service_name = job["metadata"]["name"], service["metadata"]["name"]
     assert tf_config["task"] == {"type": "worker", "index": index}
     assert tf_config["cluster"]["worker"] == [
-        f"{job_name}-{i}.{service_name}:{service['spec']['ports'][0]['port']}" for i in range(2)]
+        f"{job_name}-{i}.{service_name}:{service['spec']['ports'][0]['port']}" for i in range(2)
+    ]
 
 
 def test_inferenceservice_is_a_v2_custom_predictor(tmp_path: Path) -> None:
@@ -379,8 +437,12 @@ def test_inferenceservice_is_a_v2_custom_predictor(tmp_path: Path) -> None:
     for probe, path in (("readinessProbe", READY_PATH), ("livenessProbe", LIVE_PATH)):
         assert container[probe]["httpGet"] == {"path": path, "port": port}
     pod_fields = {"containers", "initContainers", "volumes", "securityContext"}
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "isvc-predictor"},
-           "spec": {k: v for k, v in predictor.items() if k in pod_fields}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "isvc-predictor"},
+        "spec": {k: v for k, v in predictor.items() if k in pod_fields},
+    }
     assert set(predictor) - pod_fields == {"minReplicas", "maxReplicas"}
     as_pod = tmp_path / "predictor-pod.yaml"
     as_pod.write_text(yaml.safe_dump(pod))

@@ -33,16 +33,37 @@ LOOPBACK = "127.0.0.1"
 def download_wheels(variant: str = "cpu", target: Path = WHEELHOUSE) -> Path:
     """`pip download` the variant's requirements into `target` (already present files are kept)."""
     target.mkdir(parents=True, exist_ok=True)
-    listed = run([sys.executable, str(REPO_ROOT / "deploy/docker/requirements.py"), variant,
-                  str(REPO_ROOT / "pyproject.toml")], timeout=60)
+    listed = run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "deploy/docker/requirements.py"),
+            variant,
+            str(REPO_ROOT / "pyproject.toml"),
+        ],
+        timeout=60,
+    )
     requirements = target / f"requirements-{variant}.txt"
     stamp = target / f"requirements-{variant}.done.json"
     if _complete(stamp, listed.stdout, target):
         return target
     stamp.unlink(missing_ok=True)
     requirements.write_text(listed.stdout)
-    run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary", ":all:",
-         "--dest", str(target), "--requirement", str(requirements)], timeout=900)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary",
+            ":all:",
+            "--dest",
+            str(target),
+            "--requirement",
+            str(requirements),
+        ],
+        timeout=900,
+    )
     files = sorted(path.name for path in target.glob("*.whl"))
     stamp.write_text(json.dumps({"requirements": listed.stdout, "files": files}))
     return target
@@ -55,8 +76,11 @@ def _complete(stamp: Path, requirements: str, target: Path) -> bool:
         done = json.loads(stamp.read_text())
     except (OSError, ValueError):
         return False
-    return (done.get("requirements") == requirements and bool(done.get("files"))
-            and all((target / name).is_file() for name in done["files"]))
+    return (
+        done.get("requirements") == requirements
+        and bool(done.get("files"))
+        and all((target / name).is_file() for name in done["files"])
+    )
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -79,9 +103,16 @@ class WheelServer:
     def build_args(self) -> list[str]:
         """`docker build` options that make pip install from this server only: the host's
         network (the server listens on the host's loopback) and pip's mirror settings."""
-        return ["--network", "host",
-                "--build-arg", "PIP_NO_INDEX=1", "--build-arg", f"PIP_FIND_LINKS={self.url}",
-                "--build-arg", f"PIP_TRUSTED_HOST={self.host}"]
+        return [
+            "--network",
+            "host",
+            "--build-arg",
+            "PIP_NO_INDEX=1",
+            "--build-arg",
+            f"PIP_FIND_LINKS={self.url}",
+            "--build-arg",
+            f"PIP_TRUSTED_HOST={self.host}",
+        ]
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -155,7 +155,16 @@ def assert_same_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray])
 
 def post_v2_json(server: GrpcServer, name: str, image: np.ndarray) -> httpx.Response:
     """The same `image` over HTTP, as a v2 JSON request: what gRPC answers are compared with."""
-    body = {"inputs": [{"name": "image", "shape": list(image.shape), "datatype": "FP32",
-                        "data": image.ravel().tolist()}]}
-    return httpx.post(f"{server.url}/v2/models/{name}/infer", json=body, headers=API_HEADERS,
-                      timeout=30)
+    body = {
+        "inputs": [
+            {
+                "name": "image",
+                "shape": list(image.shape),
+                "datatype": "FP32",
+                "data": image.ravel().tolist(),
+            }
+        ]
+    }
+    return httpx.post(
+        f"{server.url}/v2/models/{name}/infer", json=body, headers=API_HEADERS, timeout=30
+    )

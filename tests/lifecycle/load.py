@@ -42,8 +42,9 @@ class BoundedLoad:
     def start(self) -> BoundedLoad:
         body = v2_infer_body()
         for index in range(self.clients):
-            thread = threading.Thread(target=self._client, args=(body,), daemon=True,
-                                      name=f"load-{index}")
+            thread = threading.Thread(
+                target=self._client, args=(body,), daemon=True, name=f"load-{index}"
+            )
             thread.start()
             self._threads.append(thread)
         return self
@@ -69,10 +70,18 @@ class BoundedLoad:
                     if self.stop_on_transport_error:
                         return
                     continue
-                version = (int(response.json()["model_version"])
-                           if response.status_code == 200 else None)
-                self._add(Outcome(started, time.monotonic(), response.status_code, version,
-                                  "" if response.status_code == 200 else response.text))
+                version = (
+                    int(response.json()["model_version"]) if response.status_code == 200 else None
+                )
+                self._add(
+                    Outcome(
+                        started,
+                        time.monotonic(),
+                        response.status_code,
+                        version,
+                        "" if response.status_code == 200 else response.text,
+                    )
+                )
                 if self.pause_s:
                     time.sleep(self.pause_s)
 

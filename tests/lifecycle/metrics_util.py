@@ -16,8 +16,11 @@ class Scrape:
 
     def value(self, name: str, **labels: str) -> float:
         """Sum of the samples named `name` whose labels include `labels` (0 when none)."""
-        return sum(s.value for s in self.samples if s.name == name
-                   and all(s.labels.get(k) == v for k, v in labels.items()))
+        return sum(
+            s.value
+            for s in self.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
 
 
 def scrape(client: httpx.Client) -> Scrape:

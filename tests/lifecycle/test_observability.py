@@ -13,33 +13,46 @@ from tests.lifecycle.metrics_util import scrape
 
 REQUEST_ID = "lifecycle-test-42"
 EXPECTED_FAMILIES = {
-    "kerasserve_requests", "kerasserve_request_duration_seconds",
-    "kerasserve_queue_duration_seconds", "kerasserve_compute_duration_seconds",
-    "kerasserve_batch_size_rows", "kerasserve_queue_depth_rows", "kerasserve_model_versions",
-    "kerasserve_model_load_duration_seconds", "kerasserve_model_load_failures",
-    "kerasserve_process_resident_memory_bytes", "kerasserve_gpu_memory_in_use_bytes",
+    "kerasserve_requests",
+    "kerasserve_request_duration_seconds",
+    "kerasserve_queue_duration_seconds",
+    "kerasserve_compute_duration_seconds",
+    "kerasserve_batch_size_rows",
+    "kerasserve_queue_depth_rows",
+    "kerasserve_model_versions",
+    "kerasserve_model_load_duration_seconds",
+    "kerasserve_model_load_failures",
+    "kerasserve_process_resident_memory_bytes",
+    "kerasserve_gpu_memory_in_use_bytes",
 }
 
 
 def test_metrics_move_with_requests_and_logs_are_json_with_request_ids(
-        repository: Path, start_server) -> None:
-    with start_server(repository, "--log-format", "json", "--log-level", "debug") as server, \
-            httpx.Client(base_url=server.url, timeout=30.0) as client:
+    repository: Path, start_server
+) -> None:
+    with (
+        start_server(repository, "--log-format", "json", "--log-level", "debug") as server,
+        httpx.Client(base_url=server.url, timeout=30.0) as client,
+    ):
         before = scrape(client)
         assert before.family_names >= EXPECTED_FAMILIES, EXPECTED_FAMILIES - before.family_names
 
-        tagged = client.post(f"/v2/models/{MODEL}/infer", json=v2_infer_body(),
-                             headers={"X-Request-ID": REQUEST_ID})
+        tagged = client.post(
+            f"/v2/models/{MODEL}/infer", json=v2_infer_body(), headers={"X-Request-ID": REQUEST_ID}
+        )
         assert tagged.status_code == 200
         assert tagged.headers["x-request-id"] == REQUEST_ID
         for _ in range(2):
             untagged = client.post(f"/v2/models/{MODEL}/infer", json=v2_infer_body(rows=3))
             assert re.fullmatch(r"[0-9a-f]{16}", untagged.headers["x-request-id"])
         for _ in range(2):
-            assert client.post(f"/v1/models/{MODEL}:predict",
-                               json=tf_predict_body()).status_code == 200
-        assert client.post("/v2/models/no-such-model/infer",
-                           json=v2_infer_body()).status_code == 404
+            assert (
+                client.post(f"/v1/models/{MODEL}:predict", json=tf_predict_body()).status_code
+                == 200
+            )
+        assert (
+            client.post("/v2/models/no-such-model/infer", json=v2_infer_body()).status_code == 404
+        )
 
         after = scrape(client)
 
@@ -72,7 +85,10 @@ def test_metrics_move_with_requests_and_logs_are_json_with_request_ids(
         assert entry["request_id"] == REQUEST_ID and entry["level"] == "debug"
         assert entry["model"] == MODEL and entry["version"] == "1" and entry["status"] == 200
         assert entry["duration_ms"] > 0
-        events = [json.loads(line) for line in server.log().splitlines()
-                  if line.startswith("{") and '"event"' in line]
+        events = [
+            json.loads(line)
+            for line in server.log().splitlines()
+            if line.startswith("{") and '"event"' in line
+        ]
         loaded = [e for e in events if e["event"] == "model_loaded"]
         assert loaded and loaded[0]["level"] == "info" and loaded[0]["model"] == MODEL

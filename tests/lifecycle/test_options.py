@@ -26,18 +26,20 @@ StartServer = Callable[..., AbstractContextManager[LiveServer]]
 
 
 def test_poll_interval_zero_and_a_repository_config_outside_the_repository(
-        repository: Path, mnist_version_source: Path, start_server: StartServer,
-        tmp_path: Path) -> None:
+    repository: Path, mnist_version_source: Path, start_server: StartServer, tmp_path: Path
+) -> None:
     outside = tmp_path / "elsewhere" / "serving.yaml"
     outside.parent.mkdir()
     outside.write_text(f"models: {{{MODEL}: {{labels: {{stable: 1}}}}}}\n")
     # A config inside the repository that must not be read: the option names another file.
     write_config(repository, f"models: {{{MODEL}: {{labels: {{canary: 1}}}}}}\n")
-    with start_server(repository, "--poll-interval", "0", "--repository-config",
-                      str(outside)) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as client:
-        predicted = client.post(f"/v1/models/{MODEL}/labels/stable:predict",
-                                json=tf_predict_body())
+    with (
+        start_server(
+            repository, "--poll-interval", "0", "--repository-config", str(outside)
+        ) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        predicted = client.post(f"/v1/models/{MODEL}/labels/stable:predict", json=tf_predict_body())
         assert predicted.status_code == 200, predicted.text
         assert client.get(f"/v1/models/{MODEL}/labels/canary").status_code == 404
         publish_copy(repository, mnist_version_source, 2)
@@ -46,10 +48,14 @@ def test_poll_interval_zero_and_a_repository_config_outside_the_repository(
 
 
 def test_a_request_that_outlives_the_model_timeout_gets_a_504_over_http(
-        repository: Path, start_server: StartServer) -> None:
+    repository: Path, start_server: StartServer
+) -> None:
     write_config(repository, f"models: {{{MODEL}: {{batching: {{timeout_s: 0.001}}}}}}\n")
-    with start_server(repository) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as client:
+    with (
+        start_server(repository) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+
         def infer(_: int) -> httpx.Response:
             return client.post(f"/v2/models/{MODEL}/infer", json=v2_infer_body())
 

@@ -22,17 +22,26 @@ def _binary_infer_request(rows: int) -> tuple[bytes, dict[str, str]]:
     """A v2 request with the image as raw bytes (binary tensor extension): cheap to send."""
     image = np.random.default_rng(1).random((rows, 28, 28, 1), dtype=np.float32)
     raw = image.tobytes()
-    header = json.dumps({
-        "inputs": [{"name": "image", "shape": list(image.shape), "datatype": "FP32",
-                    "parameters": {"binary_data_size": len(raw)}}],
-        "outputs": [{"name": "class_id", "parameters": {"binary_data": False}}],
-    }).encode()
-    return header + raw, {HEADER_LENGTH: str(len(header)),
-                          "Content-Type": "application/octet-stream"}
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": list(image.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [{"name": "class_id", "parameters": {"binary_data": False}}],
+        }
+    ).encode()
+    return header + raw, {
+        HEADER_LENGTH: str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
 
 
-def test_sigterm_drains_in_flight_requests_and_exits_zero(
-        repository: Path, start_server) -> None:
+def test_sigterm_drains_in_flight_requests_and_exits_zero(repository: Path, start_server) -> None:
     body, headers = _binary_infer_request(BIG_BATCH_ROWS)
     results: list[tuple[float, float, int | str]] = []  # started, finished, status or error
     lock = threading.Lock()
@@ -43,8 +52,9 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(
             while not stop.is_set():
                 started = time.monotonic()
                 try:
-                    status: int | str = client.post(f"/v2/models/{MODEL}/infer", content=body,
-                                                    headers=headers).status_code
+                    status: int | str = client.post(
+                        f"/v2/models/{MODEL}/infer", content=body, headers=headers
+                    ).status_code
                 except httpx.TransportError as exc:
                     status = type(exc).__name__
                 with lock:
@@ -55,8 +65,9 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(
     with start_server(repository, "--shutdown-grace", str(GRACE_S)) as server:
         probe = httpx.Client(base_url=server.url, timeout=30.0)
         assert probe.get("/v2/health/ready").status_code == 200
-        threads = [threading.Thread(target=client_loop, args=(server.url,), daemon=True)
-                   for _ in range(4)]
+        threads = [
+            threading.Thread(target=client_loop, args=(server.url,), daemon=True) for _ in range(4)
+        ]
         for thread in threads:
             thread.start()
         time.sleep(2.0)

@@ -46,30 +46,52 @@ def test_the_documented_config_format_parses_into_typed_settings() -> None:
     options = mnist.batching_options(BatchingOptions(max_queued_rows=100))
     assert options is not None
     assert (options.max_batch_size, options.max_batch_delay_us, options.max_queued_rows) == (
-        32, 1000, 100)
+        32,
+        1000,
+        100,
+    )
     assert config.model("ocr").policy == VersionPolicy(kind="all")
-    assert config.model("deskew").policy == VersionPolicy(kind="specific",
-                                                          versions=frozenset({1, 3}))
+    assert config.model("deskew").policy == VersionPolicy(
+        kind="specific", versions=frozenset({1, 3})
+    )
     assert config.model("unknown").policy is None
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("models: {mnist: {version_policy: {latest: 0}}}",
-     "models.mnist.version_policy.latest: expected a whole number >= 1, got 0"),
-    ("models: {mnist: {version_policy: newest}}",
-     "models.mnist.version_policy: expected 'all', {latest: N} or {specific: [versions]}"),
-    ("models: {mnist: {version_policy: {specific: []}}}",
-     "models.mnist.version_policy.specific: expected a non-empty list"),
-    ("models: {mnist: {labels: {stable: two}}}",
-     "models.mnist.labels.stable: expected a version number >= 1, got 'two'"),
-    ("models: {mnist: {batching: {max_batch_size: 0}}}",
-     "models.mnist.batching: max_batch_size must be at least 1"),
-    ("models: {mnist: {batching: {max_batch_size: '8'}}}",
-     "models.mnist.batching.max_batch_size: expected int, got '8'"),
-    ("models: {mnist: {batching: {batch: 8}}}", "models.mnist.batching: unknown keys ['batch']"),
-    ("models: {mnist: {policy: all}}", "models.mnist: unknown keys ['policy']"),
-    ("mnist: {version_policy: all}", "unknown top-level keys ['mnist']"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "models: {mnist: {version_policy: {latest: 0}}}",
+            "models.mnist.version_policy.latest: expected a whole number >= 1, got 0",
+        ),
+        (
+            "models: {mnist: {version_policy: newest}}",
+            "models.mnist.version_policy: expected 'all', {latest: N} or {specific: [versions]}",
+        ),
+        (
+            "models: {mnist: {version_policy: {specific: []}}}",
+            "models.mnist.version_policy.specific: expected a non-empty list",
+        ),
+        (
+            "models: {mnist: {labels: {stable: two}}}",
+            "models.mnist.labels.stable: expected a version number >= 1, got 'two'",
+        ),
+        (
+            "models: {mnist: {batching: {max_batch_size: 0}}}",
+            "models.mnist.batching: max_batch_size must be at least 1",
+        ),
+        (
+            "models: {mnist: {batching: {max_batch_size: '8'}}}",
+            "models.mnist.batching.max_batch_size: expected int, got '8'",
+        ),
+        (
+            "models: {mnist: {batching: {batch: 8}}}",
+            "models.mnist.batching: unknown keys ['batch']",
+        ),
+        ("models: {mnist: {policy: all}}", "models.mnist: unknown keys ['policy']"),
+        ("mnist: {version_policy: all}", "unknown top-level keys ['mnist']"),
+    ],
+)
 def test_config_mistakes_are_named_with_their_place(text: str, message: str) -> None:
     with pytest.raises(RepositoryConfigError) as error:
         parse_repository_config(yaml.safe_load(text))
@@ -103,19 +125,31 @@ def test_warmup_file_round_trips_in_tf_serving_format(tmp_path: Path) -> None:
 
 
 def test_warmup_requests_are_replayed_before_a_version_serves(
-        repository: Path, start_server, mnist_version_source: Path) -> None:
-    publish_copy(repository, mnist_version_source, 2, change=lambda staged: write_warmup_file(
-        staged, [{"image": mnist_image(4)}]))
-    publish_copy(repository, mnist_version_source, 3, change=lambda staged: write_warmup_file(
-        staged, [{"pixels": mnist_image(1)}]))  # not the signature's input
+    repository: Path, start_server, mnist_version_source: Path
+) -> None:
+    publish_copy(
+        repository,
+        mnist_version_source,
+        2,
+        change=lambda staged: write_warmup_file(staged, [{"image": mnist_image(4)}]),
+    )
+    publish_copy(
+        repository,
+        mnist_version_source,
+        3,
+        change=lambda staged: write_warmup_file(staged, [{"pixels": mnist_image(1)}]),
+    )  # not the signature's input
     write_config(repository, "models: {mnist: {version_policy: all}}\n")
-    with start_server(repository) as server, \
-            httpx.Client(base_url=server.url, timeout=30.0) as client:
+    with (
+        start_server(repository) as server,
+        httpx.Client(base_url=server.url, timeout=30.0) as client,
+    ):
         assert client.get("/v2/health/ready").status_code == 200
         states = version_states(client)
         assert states[1]["state"] == states[2]["state"] == "AVAILABLE"
         assert states[3]["state"] == "END"
         assert "warm-up of mnist version 3 failed" in states[3]["status"]["error_message"]
-        answer = client.post(f"/v1/models/{MODEL}/versions/2:predict",
-                             json={"instances": mnist_image(1).tolist()})
+        answer = client.post(
+            f"/v1/models/{MODEL}/versions/2:predict", json={"instances": mnist_image(1).tolist()}
+        )
         assert answer.status_code == 200

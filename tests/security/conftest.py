@@ -40,8 +40,9 @@ def make_client(empty_repository: Path) -> Callable[..., Any]:
         from app.main import create_app
         from app.settings import Settings
 
-        app = create_app(Settings(model_repository=empty_repository, device="cpu",
-                                  poll_interval=0, **settings))
+        app = create_app(
+            Settings(model_repository=empty_repository, device="cpu", poll_interval=0, **settings)
+        )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
@@ -70,10 +71,19 @@ def start_server(tmp_path: Path) -> Callable[..., AbstractContextManager[LiveSer
     logs.mkdir(exist_ok=True)
 
     @contextmanager
-    def start(repository: Path, *args: str, env: dict[str, str] | None = None,
-              headers: dict[str, str] | None = None) -> Iterator[LiveServer]:
-        with live_server(repository, logs, ["--device", "cpu", "--poll-interval", "0", *args],
-                         env=env, headers=headers) as server:
+    def start(
+        repository: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Iterator[LiveServer]:
+        with live_server(
+            repository,
+            logs,
+            ["--device", "cpu", "--poll-interval", "0", *args],
+            env=env,
+            headers=headers,
+        ) as server:
             wait_live(server)
             yield server
 

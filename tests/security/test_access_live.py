@@ -23,19 +23,32 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     newest = max((p for p in source.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     repository = tmp_path_factory.mktemp("repository")
     shutil.copytree(newest, repository / MODEL / newest.name)
-    args = ["--device", "cpu", "--poll-interval", "0.5", "--log-level", "debug",
-            "--log-format", "json", "--admin-token", ADMIN_TOKEN]
+    args = [
+        "--device",
+        "cpu",
+        "--poll-interval",
+        "0.5",
+        "--log-level",
+        "debug",
+        "--log-format",
+        "json",
+        "--admin-token",
+        ADMIN_TOKEN,
+    ]
     # The API token comes from the environment, as a deployment would pass it.
-    with live_server(repository, tmp_path_factory.mktemp("logs"), args,
-                     env={"KERASSERVE_API_TOKENS": f"{API_TOKEN},second-api-token"},
-                     headers=API_HEADERS) as running:
+    with live_server(
+        repository,
+        tmp_path_factory.mktemp("logs"),
+        args,
+        env={"KERASSERVE_API_TOKENS": f"{API_TOKEN},second-api-token"},
+        headers=API_HEADERS,
+    ) as running:
         yield running
 
 
 def _predict(client: httpx.Client, **headers: str) -> httpx.Response:
     image = np.zeros((1, 28, 28, 1), np.float32).tolist()
-    return client.post(f"/v1/models/{MODEL}:predict", json={"instances": image},
-                       headers=headers)
+    return client.post(f"/v1/models/{MODEL}:predict", json={"instances": image}, headers=headers)
 
 
 def test_tritonclient_controls_models_with_the_admin_token(server: LiveServer) -> None:
@@ -73,11 +86,15 @@ def test_inference_needs_the_api_token_and_logs_hold_no_token(server: LiveServer
         assert _predict(client, Authorization="Bearer not-a-token-xyz").status_code == 401
         assert client.get("/v2/health/live").status_code == 200
         # A form post to a control route (what a foreign page can send): refused.
-        form = client.post(f"/v2/repository/models/{MODEL}/unload", data={"a": "b"},
-                           headers=ADMIN_HEADERS)
+        form = client.post(
+            f"/v2/repository/models/{MODEL}/unload", data={"a": "b"}, headers=ADMIN_HEADERS
+        )
         assert form.status_code == 415
-        foreign = client.post(f"/v2/repository/models/{MODEL}/unload", json={},
-                              headers={**ADMIN_HEADERS, "Origin": "https://evil.example"})
+        foreign = client.post(
+            f"/v2/repository/models/{MODEL}/unload",
+            json={},
+            headers={**ADMIN_HEADERS, "Origin": "https://evil.example"},
+        )
         assert foreign.status_code == 403
         assert client.get(f"/v2/models/{MODEL}/ready", headers=API_HEADERS).status_code == 200
         metrics = client.get("/metrics", headers=API_HEADERS).text

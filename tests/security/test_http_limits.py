@@ -29,8 +29,16 @@ MEMORY_SLACK_KB = 8 * 1024
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     repository = tmp_path_factory.mktemp("empty-repository")
-    args = ["--device", "cpu", "--poll-interval", "0", "--header-timeout",
-            str(HEADER_TIMEOUT_S), "--max-connections", str(MAX_CONNECTIONS)]
+    args = [
+        "--device",
+        "cpu",
+        "--poll-interval",
+        "0",
+        "--header-timeout",
+        str(HEADER_TIMEOUT_S),
+        "--max-connections",
+        str(MAX_CONNECTIONS),
+    ]
     with live_server(repository, tmp_path_factory.mktemp("logs"), args) as running:
         wait_live(running)
         yield running
@@ -100,8 +108,9 @@ def test_a_200_mb_header_is_refused_early_without_the_memory(server: LiveServer)
     status, body = status_and_body(response)
     assert status == 431
     assert b"connection: close" in response.lower()
-    assert orjson.loads(body) == {"error": f"request line and headers over the limit of "
-                                           f"{MAX_HEADER_BYTES} bytes"}
+    assert orjson.loads(body) == {
+        "error": f"request line and headers over the limit of {MAX_HEADER_BYTES} bytes"
+    }
     assert time.monotonic() - started < 20.0
     after = memory_kb(server.process.pid)
     assert after["VmRSS"] - before["VmRSS"] < MEMORY_SLACK_KB, (before, after, sent)
@@ -115,16 +124,16 @@ def test_header_bytes_and_count_limits(server: LiveServer) -> None:
     assert status_and_body(fits)[0] == 200
     over = exchange(server.port, LIVE + close + b"X-A: " + b"a" * 17_000 + b"\r\n\r\n")
     assert status_and_body(over)[0] == 431
-    long_url = exchange(server.port, b"GET /v2/health/live?" + b"q" * 20_000
-                        + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    long_url = exchange(
+        server.port, b"GET /v2/health/live?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     assert status_and_body(long_url)[0] == 431
     many = b"".join(b"X-%d: 1\r\n" % i for i in range(MAX_HEADERS - 5))
     assert status_and_body(exchange(server.port, LIVE + close + many + b"\r\n"))[0] == 200
     too_many = b"".join(b"X-%d: 1\r\n" % i for i in range(MAX_HEADERS + 1))
     status, body = status_and_body(exchange(server.port, LIVE + close + too_many + b"\r\n"))
     assert status == 431
-    assert orjson.loads(body) == {"error": f"more than {MAX_HEADERS} request headers "
-                                           "(the limit)"}
+    assert orjson.loads(body) == {"error": f"more than {MAX_HEADERS} request headers (the limit)"}
     assert_alive(server)
 
 
@@ -203,19 +212,32 @@ def test_limits_and_tokens_apply_to_every_worker(tmp_path: Path) -> None:
     """With several workers each worker process gets the limits and the exported tokens."""
     repository = tmp_path / "repository"
     repository.mkdir()
-    args = ["--device", "cpu", "--poll-interval", "0", "--workers", "2", "--header-timeout",
-            str(HEADER_TIMEOUT_S), "--api-token", API_TOKEN]
+    args = [
+        "--device",
+        "cpu",
+        "--poll-interval",
+        "0",
+        "--workers",
+        "2",
+        "--header-timeout",
+        str(HEADER_TIMEOUT_S),
+        "--api-token",
+        API_TOKEN,
+    ]
     with live_server(repository, tmp_path, args) as running:
         wait_live(running)
         authorization = ("Authorization: " + API_HEADERS["Authorization"] + "\r\n").encode()
         for _ in range(6):  # connections land on either worker
             over = exchange(running.port, LIVE + b"X-A: " + b"a" * 20_000 + b"\r\n\r\n")
             assert status_and_body(over)[0] == 431
-            anonymous = exchange(running.port, b"GET /v2 HTTP/1.1\r\nHost: x\r\n"
-                                 b"Connection: close\r\n\r\n")
+            anonymous = exchange(
+                running.port, b"GET /v2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
             assert status_and_body(anonymous)[0] == 401
-            allowed = exchange(running.port, b"GET /v2 HTTP/1.1\r\nHost: x\r\n"
-                               + authorization + b"Connection: close\r\n\r\n")
+            allowed = exchange(
+                running.port,
+                b"GET /v2 HTTP/1.1\r\nHost: x\r\n" + authorization + b"Connection: close\r\n\r\n",
+            )
             assert status_and_body(allowed)[0] == 200
         started = time.monotonic()
         slow = exchange(running.port, LIVE, timeout_s=HEADER_TIMEOUT_S + 5.0)
@@ -236,8 +258,9 @@ def test_the_open_file_limit_is_raised_for_the_connection_cap() -> None:
         "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
         "print(ensure_file_limit(1280), resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
     raised, soft, hard = (int(word) for word in result.stdout.split())
     expected = 1280 if hard < 0 or hard >= 1280 else hard
     assert raised == soft == expected

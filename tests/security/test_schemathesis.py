@@ -37,13 +37,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     repository = tmp_path_factory.mktemp("repository")
     for name in MODELS:
         source = REPO_ROOT / "models" / name
-        newest = max((p for p in source.iterdir() if p.name.isdigit()),
-                     key=lambda p: int(p.name))
+        newest = max((p for p in source.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
         shutil.copytree(newest, repository / name / newest.name)
-    args = ["--device", "cpu", "--poll-interval", "0", "--log-level", "warning",
-            "--api-token", API_TOKEN, "--admin-token", ADMIN_TOKEN]
-    with live_server(repository, tmp_path_factory.mktemp("logs"), args,
-                     headers=API_HEADERS) as running:
+    args = [
+        "--device",
+        "cpu",
+        "--poll-interval",
+        "0",
+        "--log-level",
+        "warning",
+        "--api-token",
+        API_TOKEN,
+        "--admin-token",
+        ADMIN_TOKEN,
+    ]
+    with live_server(
+        repository, tmp_path_factory.mktemp("logs"), args, headers=API_HEADERS
+    ) as running:
         yield running
 
 
@@ -53,20 +63,39 @@ def test_schemathesis_finds_no_server_error(server: LiveServer, tmp_path: Path) 
     config = tmp_path / "schemathesis.toml"
     config.write_text(SCHEMATHESIS_CONFIG)
     command = [
-        str(Path(sys.executable).with_name("st")), "--config-file", str(config),
-        "run", f"{server.url}/openapi.json",
-        "--header", f"Authorization: {ADMIN_HEADERS['Authorization']}",
-        "--checks", "not_a_server_error",
-        "--max-examples", str(EXAMPLES_PER_OPERATION),
-        "--phases", "examples,coverage,fuzzing",
-        "--generation-deterministic", "--seed", "2026",
-        "--workers", "1", "--request-timeout", "30",
-        "--suppress-health-check", "all", "--no-color",
-        "--report", "ndjson", "--report-ndjson-path", str(events),
-        "--output-sanitize", "false",  # the events keep each request's Authorization
+        str(Path(sys.executable).with_name("st")),
+        "--config-file",
+        str(config),
+        "run",
+        f"{server.url}/openapi.json",
+        "--header",
+        f"Authorization: {ADMIN_HEADERS['Authorization']}",
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        str(EXAMPLES_PER_OPERATION),
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--generation-deterministic",
+        "--seed",
+        "2026",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "30",
+        "--suppress-health-check",
+        "all",
+        "--no-color",
+        "--report",
+        "ndjson",
+        "--report-ndjson-path",
+        str(events),
+        "--output-sanitize",
+        "false",  # the events keep each request's Authorization
     ]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
-                            timeout=RUN_TIMEOUT_S)
+    result = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+    )
     output = result.stdout[-6000:] + result.stderr[-2000:]
     assert result.returncode == 0, f"{output}\nserver log:\n{server.log()[-4000:]}"
     exchanges = _exchanges(events)
@@ -77,9 +106,11 @@ def test_schemathesis_finds_no_server_error(server: LiveServer, tmp_path: Path) 
     # The document declares the bearer scheme, so some requests test it with a wrong or missing
     # token: those, and only those, get 401.
     admin = ADMIN_HEADERS["Authorization"]
-    assert all((status == 401) == (authorization != admin)
-               for authorization, status in exchanges
-               if status == 401 or authorization != admin), exchanges
+    assert all(
+        (status == 401) == (authorization != admin)
+        for authorization, status in exchanges
+        if status == 401 or authorization != admin
+    ), exchanges
     assert server.is_running()
     assert httpx.get(f"{server.url}/v2/health/live", timeout=5.0).status_code == 200
     assert "Traceback" not in server.log()

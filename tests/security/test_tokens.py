@@ -26,26 +26,30 @@ def outcome(guard: TokenGuard, access: Access, authorization: str | None) -> int
     return 200
 
 
-@pytest.mark.parametrize(("access", "authorization", "expected"), [
-    (Access.OPEN, None, 200),
-    (Access.OPEN, "Bearer wrong", 200),
-    (Access.API, None, 401),
-    (Access.API, "Bearer wrong", 401),
-    (Access.API, f"Basic {API}", 401),
-    (Access.API, f"Bearer {API}", 200),
-    (Access.API, f"bearer  {API} ", 200),
-    (Access.API, f"Bearer {ADMIN}", 200),  # an admin token may do what an API token may
-    (Access.API, f"Bearer {API}x", 401),
-    (Access.API, f"Bearer {API[:-1]}", 401),
-    (Access.API, "Bearer ", 401),
-    (Access.ADMIN, None, 401),
-    (Access.ADMIN, "Bearer wrong", 401),
-    (Access.ADMIN, f"Bearer {API}", 403),
-    (Access.ADMIN, f"Bearer {ADMIN}", 200),
-    (Access.ADMIN, "Bearer ädmin", 401),
-])
-def test_rules_with_both_kinds_of_token(access: Access, authorization: str | None,
-                                        expected: int) -> None:
+@pytest.mark.parametrize(
+    ("access", "authorization", "expected"),
+    [
+        (Access.OPEN, None, 200),
+        (Access.OPEN, "Bearer wrong", 200),
+        (Access.API, None, 401),
+        (Access.API, "Bearer wrong", 401),
+        (Access.API, f"Basic {API}", 401),
+        (Access.API, f"Bearer {API}", 200),
+        (Access.API, f"bearer  {API} ", 200),
+        (Access.API, f"Bearer {ADMIN}", 200),  # an admin token may do what an API token may
+        (Access.API, f"Bearer {API}x", 401),
+        (Access.API, f"Bearer {API[:-1]}", 401),
+        (Access.API, "Bearer ", 401),
+        (Access.ADMIN, None, 401),
+        (Access.ADMIN, "Bearer wrong", 401),
+        (Access.ADMIN, f"Bearer {API}", 403),
+        (Access.ADMIN, f"Bearer {ADMIN}", 200),
+        (Access.ADMIN, "Bearer ädmin", 401),
+    ],
+)
+def test_rules_with_both_kinds_of_token(
+    access: Access, authorization: str | None, expected: int
+) -> None:
     assert outcome(TokenGuard([API], [ADMIN]), access, authorization) == expected
 
 
@@ -69,8 +73,12 @@ def test_admin_tokens_alone_leave_the_api_open() -> None:
 
 def test_401_asks_for_a_bearer_token_and_no_message_holds_a_token() -> None:
     guard = TokenGuard([API, "second-api-token"], [ADMIN])
-    for access, authorization in [(Access.API, "Bearer guess-123"), (Access.ADMIN, None),
-                                  (Access.ADMIN, f"Bearer {API}"), (Access.API, None)]:
+    for access, authorization in [
+        (Access.API, "Bearer guess-123"),
+        (Access.ADMIN, None),
+        (Access.ADMIN, f"Bearer {API}"),
+        (Access.API, None),
+    ]:
         with pytest.raises((Unauthorized, Forbidden)) as refused:
             guard.check(access, authorization)
         text = f"{refused.value.message} {refused.value!r} {refused.value.headers}"
@@ -95,7 +103,8 @@ def test_tokens_a_header_cannot_carry_are_refused_without_echoing_them(bad: str)
 
 
 def test_settings_read_comma_separated_variables_and_token_files(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     api_file = tmp_path / "api-tokens"
     api_file.write_text("file-api-1\n\n  file-api-2  \n")
     admin_file = tmp_path / "admin-token"
@@ -147,9 +156,20 @@ def test_tokens_survive_the_export_to_worker_processes() -> None:
     try:
         for name in [name for name in os.environ if name.startswith("KERASSERVE_")]:
             del os.environ[name]
-        settings = parse_settings(["--api-token", "cli-api-1", "--api-token", "cli-api-2",
-                                   "--admin-token", "cli-admin", "--cors-origin",
-                                   "https://a.example", "--cors-origin", "https://b.example"])
+        settings = parse_settings(
+            [
+                "--api-token",
+                "cli-api-1",
+                "--api-token",
+                "cli-api-2",
+                "--admin-token",
+                "cli-admin",
+                "--cors-origin",
+                "https://a.example",
+                "--cors-origin",
+                "https://b.example",
+            ]
+        )
         _export(settings)
         assert os.environ["KERASSERVE_API_TOKENS"] == "cli-api-1,cli-api-2"
         worker = Settings()
@@ -163,13 +183,24 @@ def test_tokens_survive_the_export_to_worker_processes() -> None:
     assert outcome(guard, Access.ADMIN, "Bearer cli-api-1") == 403
 
 
-def test_python_m_app_stops_at_a_missing_token_file_without_printing_tokens(
-        tmp_path: Path) -> None:
+def test_python_m_app_stops_at_a_missing_token_file_without_printing_tokens(tmp_path: Path) -> None:
     env = {**os.environ, "KERASSERVE_API_TOKENS": "never-printed-token"}
     result = subprocess.run(
-        [sys.executable, "-m", "app", "--model-repository", str(tmp_path),
-         "--admin-token-file", str(tmp_path / "no-such-file")],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "--model-repository",
+            str(tmp_path),
+            "--admin-token-file",
+            str(tmp_path / "no-such-file"),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "no-such-file" in result.stderr
     assert "never-printed-token" not in result.stderr + result.stdout

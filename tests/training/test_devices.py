@@ -12,7 +12,8 @@ from training import cli, publish
 
 pytestmark = pytest.mark.skipif(
     bool(tf.config.list_physical_devices("GPU")),
-    reason="this machine has a GPU: these checks describe a machine without one")
+    reason="this machine has a GPU: these checks describe a machine without one",
+)
 
 
 def test_cpu_mode_hides_gpus_and_reports_memory_options(tiny_runs: TinyRuns) -> None:
@@ -28,8 +29,9 @@ def test_cpu_mode_hides_gpus_and_reports_memory_options(tiny_runs: TinyRuns) -> 
     assert any("no GPU is present" in note for note in devices["notes"])
 
 
-def test_asking_for_a_gpu_fails_with_a_clear_message(tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_asking_for_a_gpu_fails_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     status = cli.main(["mnist", *TINY_RUN, "--repository", str(tmp_path), "--device", "gpu"])
     assert status == 2
     error = capsys.readouterr().err

@@ -26,8 +26,16 @@ def free_port() -> int:
 
 
 def test_mirrored_strategy_over_two_logical_cpus_trains_and_publishes(tmp_path: Path) -> None:
-    result = run_cli("mnist", *TINY_RUN, "--repository", str(tmp_path), "--strategy", "mirrored",
-                     "--logical-cpu-devices", "2")
+    result = run_cli(
+        "mnist",
+        *TINY_RUN,
+        "--repository",
+        str(tmp_path),
+        "--strategy",
+        "mirrored",
+        "--logical-cpu-devices",
+        "2",
+    )
     assert_succeeded(result)
     metadata = publish.read_metadata(tmp_path / "mnist" / "1")
     assert metadata["training"]["strategy"] == "mirrored"
@@ -40,11 +48,26 @@ def test_two_worker_multi_worker_run_publishes_exactly_once(tmp_path: Path) -> N
     processes = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "training", "mnist", *TINY_RUN, "--repository", str(tmp_path),
-             "--strategy", "multi-worker"],
-            cwd=REPO_ROOT, env=cli_env(TF_CONFIG=json.dumps(tf_config)),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "training",
+                    "mnist",
+                    *TINY_RUN,
+                    "--repository",
+                    str(tmp_path),
+                    "--strategy",
+                    "multi-worker",
+                ],
+                cwd=REPO_ROOT,
+                env=cli_env(TF_CONFIG=json.dumps(tf_config)),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outputs = []
     try:
         for process in processes:

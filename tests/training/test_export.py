@@ -36,8 +36,7 @@ def test_signature_matches_keras_model(name: str, split: MnistSplit, tmp_path: P
             assert set(exported) == {"probabilities", "class_id"}
             assert exported["probabilities"].shape == (batch, 10)
             assert exported["probabilities"].dtype == np.float32
-            np.testing.assert_allclose(exported["probabilities"], np.asarray(expected),
-                                       atol=1e-5)
+            np.testing.assert_allclose(exported["probabilities"], np.asarray(expected), atol=1e-5)
             assert exported["class_id"].dtype == np.int64
             assert exported["class_id"].tolist() == np.argmax(expected, axis=-1).tolist()
         else:
@@ -45,7 +44,8 @@ def test_signature_matches_keras_model(name: str, split: MnistSplit, tmp_path: P
             for output in ("angle", "scale"):
                 assert exported[output].shape == (batch, 1)
                 assert exported[output].dtype == np.float32
-                np.testing.assert_allclose(exported[output], np.asarray(expected[output]),
-                                           atol=1e-5)
+                np.testing.assert_allclose(
+                    exported[output], np.asarray(expected[output]), atol=1e-5
+                )
     # Only the inference graph's variables are exported: no optimizer slots.
     assert len(serving.variables) <= len(model.variables)

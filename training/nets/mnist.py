@@ -83,15 +83,19 @@ class MnistRecipe:
         accuracy = float((outputs["class_id"] == split.y_heldout).mean())
         return {"heldout_accuracy": accuracy}
 
-    def heldout_figures(self, serving_fn: Any, split: MnistSplit,
-                        config: TrainConfig) -> dict[str, Any]:
+    def heldout_figures(
+        self, serving_fn: Any, split: MnistSplit, config: TrainConfig
+    ) -> dict[str, Any]:
         """The confusion matrix on the held-out rows: `counts[true digit][predicted digit]`."""
         outputs = run_signature(serving_fn, to_model_input(split.x_heldout))
-        return {"confusion_matrix": {
-            "labels": CLASS_NAMES,
-            "counts": figures.confusion_matrix(split.y_heldout, outputs["class_id"],
-                                               len(CLASS_NAMES)),
-        }}
+        return {
+            "confusion_matrix": {
+                "labels": CLASS_NAMES,
+                "counts": figures.confusion_matrix(
+                    split.y_heldout, outputs["class_id"], len(CLASS_NAMES)
+                ),
+            }
+        }
 
     def metadata(self, config: TrainConfig) -> dict[str, Any]:
         return {"class_names": CLASS_NAMES}

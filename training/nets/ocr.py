@@ -53,7 +53,7 @@ FIGURE_STRIPS = 8  # held-out strips shown on the dashboard (about 0.5 kB of PNG
 FIGURE_MARGIN = 4
 CONFIDENCE_DOC = {
     "greedy": "probability of the decoded best path: product over all time steps of the "
-              "per-step maximum probability",
+    "per-step maximum probability",
     "beam_search": "probability the beam search assigns to the decoded string (top path)",
 }
 
@@ -76,8 +76,10 @@ class CTCLoss(keras.layers.Layer):
     def build(self, input_shape: Any) -> None:
         labels_shape, probabilities_shape = input_shape[0], input_shape[1]
         if len(labels_shape) != 2 or len(probabilities_shape) != 3:
-            raise ValueError("CTCLoss expects y_true (samples, max_len) and "
-                             f"y_pred (samples, T, C); got {labels_shape}, {probabilities_shape}")
+            raise ValueError(
+                "CTCLoss expects y_true (samples, max_len) and "
+                f"y_pred (samples, T, C); got {labels_shape}, {probabilities_shape}"
+            )
         super().build(input_shape)
 
     def call(self, inputs: list[Any]) -> Any:
@@ -147,8 +149,11 @@ def probabilities_graph(image: Any) -> Any:
 
 def inference_model(training_model: keras.Model) -> keras.Model:
     """`image` -> `probabilities`, sharing the training model's layers and weights."""
-    return keras.Model(training_model.get_layer("image").output,
-                       training_model.get_layer("probabilities").output, name="ocr_inference")
+    return keras.Model(
+        training_model.get_layer("image").output,
+        training_model.get_layer("probabilities").output,
+        name="ocr_inference",
+    )
 
 
 def time_steps(width: int) -> int:
@@ -171,15 +176,21 @@ class OcrRecipe:
         probabilities = probabilities_graph(image)
         loss = CTCLoss(name="ctc_loss")([labels, probabilities, input_length, label_length])
         model = keras.Model(
-            inputs={"image": image, "labels": labels, "input_length": input_length,
-                    "label_length": label_length},
-            outputs=loss, name="ocr_training",
+            inputs={
+                "image": image,
+                "labels": labels,
+                "input_length": input_length,
+                "label_length": label_length,
+            },
+            outputs=loss,
+            name="ocr_training",
         )
         steps = config.epochs * (config.steps_per_epoch or DEFAULT_STEPS_PER_EPOCH)
         # Cosine decay to a small rate: the last epochs polish the per-digit accuracy that
         # whole-string accuracy compounds (0.98 per digit is only ~0.91 per 4.5-digit string).
-        schedule = keras.optimizers.schedules.CosineDecay(3e-3, decay_steps=max(steps, 1),
-                                                          alpha=0.02)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            3e-3, decay_steps=max(steps, 1), alpha=0.02
+        )
         model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=5.0))
         return model
 
@@ -200,40 +211,55 @@ class OcrRecipe:
             "input_length": tf.TensorSpec((global_batch, 1), tf.int32),
             "label_length": tf.TensorSpec((global_batch, 1), tf.int32),
         }
-        generate = _batch_generator(split.x_train, split.y_train, global_batch,
-                                    np.random.default_rng(config.seed))
+        generate = _batch_generator(
+            split.x_train, split.y_train, global_batch, np.random.default_rng(config.seed)
+        )
         dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     def export_module(self, model: keras.Model, config: TrainConfig) -> tf.Module:
         return OcrServing(model, beam_width=config.beam_width)
 
-    def evaluate(self, serving_fn: Any, split: MnistSplit,
-                 config: TrainConfig) -> dict[str, float]:
+    def evaluate(self, serving_fn: Any, split: MnistSplit, config: TrainConfig) -> dict[str, float]:
         """Whole-string accuracy and character error rate on `HELDOUT_STRIPS` strips composed
         from held-out digits only, decoded by the exported serving function itself."""
-        strips = compose_strips(split.x_heldout, split.y_heldout, HELDOUT_STRIPS,
-                                np.random.default_rng(HELDOUT_SEED), HELDOUT_STYLE)
+        strips = compose_strips(
+            split.x_heldout,
+            split.y_heldout,
+            HELDOUT_STRIPS,
+            np.random.default_rng(HELDOUT_SEED),
+            HELDOUT_STYLE,
+        )
         texts = run_signature(serving_fn, strips.images, batch=EVAL_CHUNK)["text"]
         return string_metrics([text.decode("ascii") for text in texts], strips.texts())
 
-    def heldout_figures(self, serving_fn: Any, split: MnistSplit,
-                        config: TrainConfig) -> dict[str, Any]:
+    def heldout_figures(
+        self, serving_fn: Any, split: MnistSplit, config: TrainConfig
+    ) -> dict[str, Any]:
         """`FIGURE_STRIPS` strips composed like the metrics' held-out strips (held-out digits,
         held-out style, fixed seed), each cut to its ink plus a margin, as small PNGs with what
         is written and what the exported graph read."""
-        strips = compose_strips(split.x_heldout, split.y_heldout, FIGURE_STRIPS,
-                                np.random.default_rng(HELDOUT_SEED), HELDOUT_STYLE)
+        strips = compose_strips(
+            split.x_heldout,
+            split.y_heldout,
+            FIGURE_STRIPS,
+            np.random.default_rng(HELDOUT_SEED),
+            HELDOUT_STYLE,
+        )
         shown = []
         for index, expected in enumerate(strips.texts()):
             last = int(strips.spans[index, strips.label_lengths[index] - 1, 1])
             width = min(strips.images.shape[2], max(STRIP_HEIGHT, last + FIGURE_MARGIN))
-            image = strips.images[index:index + 1, :, :width]
+            image = strips.images[index : index + 1, :, :width]
             outputs = serving_fn(image=tf.constant(image, dtype=tf.float32))
-            shown.append({"text": expected,
-                          "reading": outputs["text"].numpy()[0].decode("ascii"),
-                          "confidence": round(float(outputs["confidence"].numpy()[0]), 4),
-                          "png": figures.png_base64(image[0, :, :, 0])})
+            shown.append(
+                {
+                    "text": expected,
+                    "reading": outputs["text"].numpy()[0].decode("ascii"),
+                    "confidence": round(float(outputs["confidence"].numpy()[0]), 4),
+                    "png": figures.png_base64(image[0, :, :, 0]),
+                }
+            )
         return {"heldout_strips": shown}
 
     def metadata(self, config: TrainConfig) -> dict[str, Any]:
@@ -243,10 +269,17 @@ class OcrRecipe:
             "blank_index": BLANK_INDEX,
             "time_stride": TIME_STRIDE,
             "pad_value": PAD_VALUE,
-            "decoder": {"type": decoder, "beam_width": config.beam_width,
-                        "confidence": CONFIDENCE_DOC[decoder]},
-            "strips": {"height": STRIP_HEIGHT, "digits": [1, MAX_DIGITS],
-                       "heldout_strips": HELDOUT_STRIPS, "heldout_seed": HELDOUT_SEED},
+            "decoder": {
+                "type": decoder,
+                "beam_width": config.beam_width,
+                "confidence": CONFIDENCE_DOC[decoder],
+            },
+            "strips": {
+                "height": STRIP_HEIGHT,
+                "digits": [1, MAX_DIGITS],
+                "heldout_strips": HELDOUT_STRIPS,
+                "heldout_seed": HELDOUT_SEED,
+            },
         }
 
 
@@ -264,8 +297,9 @@ class OcrServing(KerasInference):
         self.beam_width = int(beam_width)
         self.serving_default = tf.function(
             self._serve,
-            input_signature=[tf.TensorSpec([None, STRIP_HEIGHT, None, 1], tf.float32,
-                                           name="image")],
+            input_signature=[
+                tf.TensorSpec([None, STRIP_HEIGHT, None, 1], tf.float32, name="image")
+            ],
         )
 
     def _serve(self, image: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -282,11 +316,13 @@ def ctc_decode(probabilities: tf.Tensor, beam_width: int = 0) -> tuple[tf.Tensor
     lengths = tf.fill([shape[0]], shape[1])
     if beam_width > 0:
         decoded, path_log_probability = tf.nn.ctc_beam_search_decoder(
-            time_major, lengths, beam_width=beam_width, top_paths=1)
+            time_major, lengths, beam_width=beam_width, top_paths=1
+        )
         confidence = tf.exp(path_log_probability[:, 0])
     else:
         decoded, negative_path_score = tf.nn.ctc_greedy_decoder(
-            time_major, lengths, merge_repeated=True)
+            time_major, lengths, merge_repeated=True
+        )
         confidence = tf.exp(-negative_path_score[:, 0])
     classes = tf.RaggedTensor.from_sparse(decoded[0])
     characters = tf.gather(tf.constant(list(CHARSET)), classes)
@@ -312,25 +348,28 @@ def edit_distance(a: str, b: str) -> int:
     for i, char_a in enumerate(a, start=1):
         current = [i]
         for j, char_b in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1,
-                               previous[j - 1] + (char_a != char_b)))
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b))
+            )
         previous = current
     return previous[-1]
 
 
-def _batch_generator(digits: np.ndarray, labels: np.ndarray, batch: int,
-                     rng: np.random.Generator) -> Callable[[], Iterator[dict[str, np.ndarray]]]:
+def _batch_generator(
+    digits: np.ndarray, labels: np.ndarray, batch: int, rng: np.random.Generator
+) -> Callable[[], Iterator[dict[str, np.ndarray]]]:
     """A generator factory for `from_generator`: training batches of new strips, forever."""
 
     def generate() -> Iterator[dict[str, np.ndarray]]:
         while True:
             longest = int(rng.integers(1, MAX_DIGITS + 1))
-            style = replace(TRAINING_STYLE, max_digits=longest,
-                            min_digits=max(1, longest - LENGTH_SPREAD))
+            style = replace(
+                TRAINING_STYLE, max_digits=longest, min_digits=max(1, longest - LENGTH_SPREAD)
+            )
             strips = compose_strips(digits, labels, batch, rng, style)
             width = strips.images.shape[2]
             padded = np.full((batch, MAX_DIGITS), -1, dtype=np.int32)
-            padded[:, :strips.labels.shape[1]] = strips.labels
+            padded[:, : strips.labels.shape[1]] = strips.labels
             yield {
                 "image": strips.images,
                 "labels": padded,
