@@ -256,6 +256,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
     )
     option(
+        "--custom-objects-module",
+        "custom_objects_modules",
+        "Python module imported before a model.keras version loads (it registers custom layers "
+        "and objects); repeatable",
+        action="append",
+        metavar="MODULE",
+    )
+    option(
+        "--allow-unsafe-deserialization",
+        "allow_unsafe_deserialization",
+        "load model.keras archives holding Python bytecode (Lambda layers); only for trusted "
+        "archives",
+        action="store_const",
+        const=True,
+    )
+    option(
         "--api-token",
         "api_tokens",
         "bearer token for inference, metadata, task and "

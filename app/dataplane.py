@@ -22,7 +22,6 @@ from app.servable import Servable, TensorSpec
 
 SERVER_NAME = "kerasserve"
 SERVER_VERSION = "0.1.0"
-PLATFORM = "tensorflow_savedmodel"
 #: The key of an input value a protocol could not name (TF Serving's unnamed row and column
 #: formats): `infer` names it under the request's lease, so the signature that names it is that
 #: of the version that answers, whatever reloads in between.
@@ -118,7 +117,7 @@ class DataPlane:
             name=name,
             version=entry.version,
             versions=[e.version for e in self.registry.versions(name) if e.ready],
-            platform=PLATFORM,
+            platform=servable.platform,
             inputs=servable.inputs,
             outputs=servable.outputs,
             metadata=servable.metadata,
@@ -229,6 +228,8 @@ def validate_inputs(
             check_variable_dims(key, spec.shape, array.shape, max_variable_dim)
         if target is not None:
             array = array.astype(target)
+        if spec.index_limit is not None:
+            check_indices(model, spec, array)
         if array.ndim:
             if array.shape[0] == 0:
                 raise InvalidInput(f"{model} input {key!r} has an empty batch (0 rows)")
@@ -240,6 +241,21 @@ def validate_inputs(
             batch = array.shape[0]
         checked[key] = array
     return checked
+
+
+def check_indices(model: str, spec: TensorSpec, array: np.ndarray) -> None:
+    """An input that feeds an Embedding holds row indices: each in `[0, index_limit)`, checked
+    here because TensorFlow's answer to one outside is an opaque error, or on a CPU for a
+    negative index, a silently wrong number."""
+    if not array.size or spec.index_limit is None:
+        return
+    low, high = array.min(), array.max()
+    if low < 0 or high >= spec.index_limit:
+        bad = low if low < 0 else high
+        raise InvalidInput(
+            f"{model} input {spec.name!r} feeds an Embedding of {spec.index_limit} rows: "
+            f"its values must be in [0, {spec.index_limit}), got {int(bad)}"
+        )
 
 
 def _cast_to(array: np.ndarray, spec: TensorSpec, model: str) -> np.dtype | None:

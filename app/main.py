@@ -79,6 +79,7 @@ def create_app(
         settings.batching,
         runner_factory=runner_with_metrics,
         warmup_limits=WarmupLimits(settings.warmup_max_bytes, settings.warmup_max_records),
+        keras_options=settings.keras_options(),
     )
     dataplane = DataPlane(
         registry, report, extensions=KSERVE_EXTENSIONS, limits=settings.tensor_limits()

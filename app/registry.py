@@ -24,6 +24,7 @@ from typing import TypeVar
 from app.batching import BatchingOptions
 from app.errors import InvalidInput, NotFound, Unavailable
 from app.heap import release_freed_memory
+from app.keras_archive import KerasOptions
 from app.redaction import public_text
 from app.repository import RepositoryError, VersionDir, VersionPolicy
 from app.runners import Runner, RunnerFactory, build_runner
@@ -85,6 +86,7 @@ class ModelRegistry:
         policy: VersionPolicy | None = None,
         warm_up: bool = True,
         warmup_limits: WarmupLimits | None = None,
+        keras_options: KerasOptions | None = None,
     ) -> None:
         self.repository = repository
         self.default_batching = batching
@@ -93,6 +95,7 @@ class ModelRegistry:
         self._runner_factory = runner_factory
         self._warm_up = warm_up
         self._warmup_limits = warmup_limits or WarmupLimits()
+        self._keras_options = keras_options or KerasOptions()
         self._load_threads: set[threading.Thread] = set()
         self._models: dict[str, dict[int, ModelVersion]] = {}
         self._labels: dict[str, dict[str, int]] = {}
@@ -130,6 +133,7 @@ class ModelRegistry:
                 version_dir.path,
                 self._warm_up,
                 self._warmup_limits,
+                self._keras_options,
             )
             entry.runner = self._runner_factory(servable, self.batching_for(version_dir.name))
         except (ModelLoadError, RepositoryError) as exc:

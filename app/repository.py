@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 METADATA_FILE = "metadata.json"
 MAX_VERSION = 2**63 - 1
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+# A version folder without a SavedModel may hold a Keras 3 archive by this one name instead.
+KERAS_ARCHIVE = "model.keras"
+ModelFormat = Literal["savedmodel", "keras"]
 # Files and folders checked in one version before loading: a SavedModel has a handful (a few
 # dozen with assets); ten thousand bounds the walk over a folder that is not a model at all.
 MAX_VERSION_ENTRIES = 10_000
@@ -212,12 +215,13 @@ def scan_repository_report(root: Path) -> RepositoryScan:
     return RepositoryScan(models, tuple(problems), frozenset(unreadable))
 
 
-def check_version_files(version_path: Path, max_entries: int = MAX_VERSION_ENTRIES) -> None:
-    """Refuse a version folder TensorFlow must not open: `RepositoryError` says why.
+def check_version_files(version_path: Path, max_entries: int = MAX_VERSION_ENTRIES) -> ModelFormat:
+    """Refuse a version folder TensorFlow must not open (`RepositoryError` says why), else say
+    what it holds: a SavedModel, or (without one) a Keras archive `model.keras`.
 
     Every entry must be a regular file or a folder (symbolic links are followed): reading a
-    FIFO blocks for ever and a device never ends. `saved_model.pb` (or `.pbtxt`) must be a
-    regular file. At most `max_entries` entries are looked at.
+    FIFO blocks for ever and a device never ends. `saved_model.pb` (or `.pbtxt`), or else
+    `model.keras`, must be a regular file. At most `max_entries` entries are looked at.
     """
     kind = _kind_of(str(version_path))
     if isinstance(kind, OSError):
@@ -251,10 +255,18 @@ def check_version_files(version_path: Path, max_entries: int = MAX_VERSION_ENTRI
             elif entry_kind != "file":
                 raise RepositoryError(f"{where} is a {entry_kind}, not a regular file")
     present = [name for name in SAVED_MODEL_FILES if _kind_of(str(version_path / name)) == "file"]
-    if not present:
-        if any(_kind_of(str(version_path / name)) == "folder" for name in SAVED_MODEL_FILES):
-            raise RepositoryError("saved_model.pb is a folder, not a file")
-        raise RepositoryError("the version folder has no saved_model.pb (an unfinished publish?)")
+    if present:
+        return "savedmodel"
+    if any(_kind_of(str(version_path / name)) == "folder" for name in SAVED_MODEL_FILES):
+        raise RepositoryError("saved_model.pb is a folder, not a file")
+    archive = _kind_of(str(version_path / KERAS_ARCHIVE))
+    if archive == "file":
+        return "keras"
+    if archive == "folder":
+        raise RepositoryError(f"{KERAS_ARCHIVE} is a folder, not a file")
+    raise RepositoryError(
+        f"the version folder has no saved_model.pb and no {KERAS_ARCHIVE} (an unfinished publish?)"
+    )
 
 
 def _kind_of(path: str) -> str | OSError:

@@ -3,12 +3,16 @@
 This is the only module that calls TensorFlow on the request path. It uses the SavedModel's
 `serving_default` concrete function directly (about 1 ms a call here, where Keras'
 `model.predict` costs about 50 ms), so predict is synchronous and meant to run in a bounded
-worker thread (`app.runners`, `app.batching`), never on the event loop.
+worker thread (`app.runners`, `app.batching`), never on the event loop. A version folder with a
+Keras archive instead (`model.keras`) is traced once at load time into the same kind of concrete
+function (`app.keras_archive`); nothing after loading tells the two apart.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +21,15 @@ from typing import Any
 import numpy as np
 
 from app.errors import InvalidInput
-from app.repository import check_version_files, read_metadata
+from app.keras_archive import KerasLoadError, KerasOptions, load_keras_archive
+from app.redaction import public_text
+from app.repository import KERAS_ARCHIVE, check_version_files, read_metadata
 from app.warmup import WarmupLimits, read_warmup_requests
 
 log = logging.getLogger(__name__)
 
 SERVING_SIGNATURE = "serving_default"
+PLATFORMS = {"savedmodel": "tensorflow_savedmodel", "keras": "keras"}
 STRING_DTYPE = np.dtype(object)
 # Variable non-batch dimensions are warmed up with this size (the smallest OCR strip width).
 WARMUP_VARIABLE_DIM = 28
@@ -39,13 +46,15 @@ class TensorSpec:
     `dtype` is the numpy dtype a caller passes or gets (`object` for strings, whose elements
     are `bytes`); `tf_dtype` is TensorFlow's name for it ("float32", "string", ...), which the
     protocol adapters map to their own type names. `shape` has `None` for variable dimensions,
-    the batch dimension included.
+    the batch dimension included. `index_limit`: an integer input that feeds an Embedding
+    holds indices, each in `[0, index_limit)` (the data plane checks them; None: no bound known).
     """
 
     name: str
     dtype: np.dtype
     tf_dtype: str
     shape: tuple[int | None, ...]
+    index_limit: int | None = None
 
     @property
     def is_string(self) -> bool:
@@ -79,18 +88,23 @@ class Servable:
         saved_model: Any,
         function: Any,
         warmup_limits: WarmupLimits | None = None,
+        index_limits: dict[str, int] | None = None,
+        platform: str = PLATFORMS["savedmodel"],
     ) -> None:
         self.name = name
         self.version = version
         self.path = path
         self.metadata = metadata
+        self.platform = platform
         self.warmup_limits = warmup_limits or WarmupLimits()
         # The loaded object owns the variables the function reads: keep it alive with it.
         self._saved_model = saved_model
         self._function = function
         _, keyword_specs = function.structured_input_signature
+        limits = index_limits or {}
         self.inputs: dict[str, TensorSpec] = {
-            key: _spec_from_tf(key, spec) for key, spec in sorted(keyword_specs.items())
+            key: dataclasses.replace(_spec_from_tf(key, spec), index_limit=limits.get(key))
+            for key, spec in sorted(keyword_specs.items())
         }
         outputs = function.structured_outputs
         if not isinstance(outputs, dict):
@@ -110,34 +124,30 @@ class Servable:
         path: Path,
         warm_up: bool = True,
         warmup_limits: WarmupLimits | None = None,
+        keras_options: KerasOptions | None = None,
     ) -> Servable:
-        """Load the SavedModel at `path`, read its signature and (by default) warm it up.
+        """Load the SavedModel (or Keras archive) at `path`, read its signature and (by default)
+        warm it up.
 
         Every failure becomes a `ModelLoadError` whose message is what model status reports; it
         names the model and version (TensorFlow's own words may still carry a path: the
         registry rewrites those, `app.redaction`). The folder is checked first
         (`check_version_files`): TensorFlow would block for ever on a FIFO.
         """
-        import tensorflow as tf
-
         started = time.perf_counter()
         try:
-            check_version_files(path)
+            model_format = check_version_files(path)
             metadata = read_metadata(path)
-            saved_model = tf.saved_model.load(str(path))
-        except Exception as exc:  # TF raises many types for unreadable models
+        except Exception as exc:
             raise ModelLoadError(
                 f"cannot load SavedModel of {name} version {version}: {_first_line(exc)}"
             ) from exc
-        signatures = getattr(saved_model, "signatures", {})
-        if SERVING_SIGNATURE not in signatures:
-            raise ModelLoadError(
-                f"SavedModel of {name} version {version} has no "
-                f"{SERVING_SIGNATURE!r} signature (it has {sorted(signatures)})"
+        if model_format == "keras":
+            servable = cls._from_keras(
+                name, version, path, metadata, warmup_limits, keras_options or KerasOptions()
             )
-        servable = cls(
-            name, version, path, metadata, saved_model, signatures[SERVING_SIGNATURE], warmup_limits
-        )
+        else:
+            servable = cls._from_saved_model(name, version, path, metadata, warmup_limits)
         if warm_up:
             try:
                 servable.warm_up()
@@ -150,6 +160,61 @@ class Servable:
             "loaded %s version %d from %s in %.2f s", name, version, path, servable.load_seconds
         )
         return servable
+
+    @classmethod
+    def _from_saved_model(
+        cls,
+        name: str,
+        version: int,
+        path: Path,
+        metadata: dict[str, Any],
+        warmup_limits: WarmupLimits | None,
+    ) -> Servable:
+        import tensorflow as tf
+
+        try:
+            saved_model = tf.saved_model.load(str(path))
+        except Exception as exc:  # TF raises many types for unreadable models
+            raise ModelLoadError(
+                f"cannot load SavedModel of {name} version {version}: {_first_line(exc)}"
+            ) from exc
+        signatures = getattr(saved_model, "signatures", {})
+        if SERVING_SIGNATURE not in signatures:
+            raise ModelLoadError(
+                f"SavedModel of {name} version {version} has no "
+                f"{SERVING_SIGNATURE!r} signature (it has {sorted(signatures)})"
+            )
+        return cls(
+            name, version, path, metadata, saved_model, signatures[SERVING_SIGNATURE], warmup_limits
+        )
+
+    @classmethod
+    def _from_keras(
+        cls,
+        name: str,
+        version: int,
+        path: Path,
+        metadata: dict[str, Any],
+        warmup_limits: WarmupLimits | None,
+        options: KerasOptions,
+    ) -> Servable:
+        try:
+            loaded = load_keras_archive(path / KERAS_ARCHIVE, options)
+        except KerasLoadError as exc:
+            raise ModelLoadError(
+                f"cannot load {KERAS_ARCHIVE} of {name} version {version}: {exc}"
+            ) from exc
+        return cls(
+            name,
+            version,
+            path,
+            metadata,
+            loaded.model,
+            loaded.function,
+            warmup_limits,
+            index_limits=loaded.index_limits,
+            platform=PLATFORMS["keras"],
+        )
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the signature on validated inputs; string outputs come back as `bytes` objects.
@@ -164,7 +229,8 @@ class Servable:
             result = self._function(**inputs)
         except tf.errors.InvalidArgumentError as exc:
             raise InvalidInput(
-                f"model {self.name!r} version {self.version} rejected the input: {_first_line(exc)}"
+                f"model {self.name!r} version {self.version} rejected the input: "
+                f"{tf_error_text(exc)}"
             ) from exc
         return {key: value.numpy() for key, value in result.items()}
 
@@ -196,6 +262,23 @@ def _concrete_shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
     if spec.shape and spec.shape[0] is None:
         dims[0] = batch
     return tuple(dims)
+
+
+# What TensorFlow wraps around the one line that says what was wrong with the values: the
+# "Graph execution error:" heading, the Python stack the op was defined at, the node name.
+_TF_NOISE = re.compile(r"^(Graph execution error:|Detected at node |File \"|\[\[|\{\{)")
+_TF_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
+MAX_TF_ERROR_CHARS = 300
+
+
+def tf_error_text(exc: BaseException) -> str:
+    """The line of a TensorFlow runtime error that describes the values (`indices[0,1] = 12 is
+    not in [0, 10)`), without the stack, node names or any filesystem path, and bounded."""
+    text = str(getattr(exc, "message", "") or exc)
+    lines = [_TF_OP_SUFFIX.sub("", line).strip() for line in text.splitlines()]
+    useful = [line for line in lines if line and not _TF_NOISE.match(line)]
+    shown = public_text(useful[0] if useful else "TensorFlow refused the values")
+    return shown if len(shown) <= MAX_TF_ERROR_CHARS else shown[:MAX_TF_ERROR_CHARS] + "..."
 
 
 def _first_line(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.batching import BatchingOptions
 from app.devices import DeviceMode, DeviceOptions
+from app.keras_archive import KerasOptions
 from app.limits import ImageLimits, TensorLimits
 from app.repository_config import DEFAULT_CONFIG_NAME
 from app.security.tokens import TokenGuard
@@ -114,6 +115,11 @@ class Settings(BaseSettings):
     # to load with a message saying which.
     warmup_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     warmup_max_records: int = Field(default=1000, ge=1)
+    # Keras archives (`model.keras` versions, app.keras_archive): modules imported before one
+    # loads (they register custom layers and objects), and whether Python bytecode (a Lambda's
+    # function) may be deserialized; off, Keras' safe mode refuses such an archive.
+    custom_objects_modules: CommaList = ()
+    allow_unsafe_deserialization: bool = False
 
     # Access (app.security): bearer tokens for the API routes and for the admin routes, given
     # directly (repeatable flag, comma-separated variable) or as files of one token per line.
@@ -132,7 +138,9 @@ class Settings(BaseSettings):
     header_timeout: float = Field(default=10.0, gt=0, description="seconds")
     max_connections: int = Field(default=1024, ge=1)
 
-    @field_validator("api_tokens", "admin_tokens", "cors_origins", mode="before")
+    @field_validator(
+        "api_tokens", "admin_tokens", "cors_origins", "custom_objects_modules", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split_commas(value)
@@ -146,6 +154,13 @@ class Settings(BaseSettings):
         if self.admin_token_file is not None:
             admin += read_token_file(self.admin_token_file, allow_empty=True)
         return TokenGuard(api_tokens=api, admin_tokens=admin)
+
+    def keras_options(self) -> KerasOptions:
+        """How `model.keras` versions are loaded (`app.keras_archive`)."""
+        return KerasOptions(
+            custom_objects_modules=self.custom_objects_modules,
+            allow_unsafe_deserialization=self.allow_unsafe_deserialization,
+        )
 
     def tensor_limits(self) -> TensorLimits:
         """The tensor bounds every transport applies (`app.limits`)."""
