@@ -16,9 +16,24 @@ import numpy as np
 
 from app.devices import DeviceReport
 from app.errors import InvalidInput, Unavailable
-from app.limits import DEFAULT_LIMITS, TensorLimits, check_variable_dims
+from app.examples import Classifications, classifications, regressions, serialize
+from app.limits import (
+    DEFAULT_EXAMPLE_LIMITS,
+    DEFAULT_LIMITS,
+    ExampleLimits,
+    TensorLimits,
+    check_variable_dims,
+)
 from app.registry import ModelRegistry, VersionState
-from app.servable import Servable, TensorSpec
+from app.servable import SERVING_SIGNATURE, Servable, TensorSpec
+from app.signatures import (
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    EXAMPLES_INPUT,
+    REGRESS_METHOD,
+    Signature,
+    choose,
+)
 
 SERVER_NAME = "kerasserve"
 SERVER_VERSION = "0.1.0"
@@ -52,9 +67,11 @@ class ModelMetadata:
     version: int
     versions: list[int]  # every ready version of the model
     platform: str
-    inputs: dict[str, TensorSpec]
+    inputs: dict[str, TensorSpec]  # of `serving_default`
     outputs: dict[str, TensorSpec]
     metadata: dict[str, Any]
+    #: every signature the version serves, `serving_default` first
+    signatures: dict[str, Signature]
 
 
 class DataPlane:
@@ -66,9 +83,11 @@ class DataPlane:
         device_report: DeviceReport | None,
         extensions: tuple[str, ...] = (),
         limits: TensorLimits = DEFAULT_LIMITS,
+        example_limits: ExampleLimits = DEFAULT_EXAMPLE_LIMITS,
     ) -> None:
         self.registry = registry
         self.limits = limits  # tensor rank and sizes, shared by every transport
+        self.example_limits = example_limits  # classify/regress tf.Examples
         self.device_report = device_report
         self.extensions = list(extensions)
         self.shutting_down = False
@@ -121,6 +140,7 @@ class DataPlane:
             inputs=servable.inputs,
             outputs=servable.outputs,
             metadata=servable.metadata,
+            signatures=dict(servable.signatures),
         )
 
     # ---- inference ------------------------------------------------------------------------
@@ -135,8 +155,15 @@ class DataPlane:
         outputs: Collection[str] | None = None,
         timeout_s: float | None = None,
         client_gone: Callable[[], Awaitable[object]] | None = None,
+        signature: str | None = None,
+        method: str | None = None,
     ) -> InferResult:
         """Validate `inputs` against the version's signature and run them through its runner.
+
+        `signature`: the signature to run (None or "": `serving_default`); an unknown name is a
+        400 listing the version's signatures. `method`: the TF Serving method the caller needs
+        the signature to have (classify, regress); another is a 400. Both are looked up in the
+        version the lease holds, which is the version that answers.
 
         `outputs`: output names the caller will read; unknown ones are refused before anything
         is computed. `timeout_s`: the caller's own deadline (the model's `timeout_s` still
@@ -148,23 +175,116 @@ class DataPlane:
         self.limits.check_arrays(inputs)
         async with self.registry.lease(name, version, label) as entry:
             servable = _loaded(entry.servable, name, entry.version)
+            chosen = None
+            if signature or method is not None:
+                chosen = choose(servable.signatures, name, signature, method)
+                if chosen.name == SERVING_SIGNATURE:
+                    chosen = None  # the default signature's own (batched) path
             if UNNAMED_INPUT in inputs:
-                inputs = name_the_only_input(servable, inputs)
+                inputs = name_the_only_input(servable, inputs, chosen)
             if outputs is not None:
-                check_outputs(servable, outputs)
+                check_outputs(servable, outputs, chosen)
             checked = validate_inputs(
-                servable, inputs, max_variable_dim=self.registry.batching_for(name).max_variable_dim
+                servable,
+                inputs,
+                max_variable_dim=self.registry.batching_for(name).max_variable_dim,
+                signature=chosen,
             )
-            runner = entry.runner
-            if runner is None:
-                raise Unavailable(f"model {name!r} version {entry.version} is unloading")
-            if timeout_s is None and client_gone is None:
-                computed = await runner.submit(checked)
-            else:
-                computed = await runner.submit(
-                    checked, timeout_s=timeout_s, client_gone=client_gone
+            if chosen is not None:
+                if entry.signature_runner is None:
+                    raise Unavailable(f"model {name!r} version {entry.version} is unloading")
+                computed = await entry.signature_runner.submit(
+                    checked, timeout_s=timeout_s, client_gone=client_gone, signature=chosen.name
                 )
+            else:
+                runner = entry.runner
+                if runner is None:
+                    raise Unavailable(f"model {name!r} version {entry.version} is unloading")
+                if timeout_s is None and client_gone is None:
+                    computed = await runner.submit(checked)
+                else:
+                    computed = await runner.submit(
+                        checked, timeout_s=timeout_s, client_gone=client_gone
+                    )
         return InferResult(model_name=name, model_version=entry.version, outputs=computed)
+
+    async def classify(
+        self,
+        name: str,
+        examples: list[Any],
+        context: Any | None = None,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str | None = None,
+        timeout_s: float | None = None,
+        client_gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> tuple[InferResult, Classifications]:
+        """TF Serving's Classify: `tf.train.Example`s (merged with `context`) through a
+        classification signature; the labels and scores per example."""
+        result = await self._run_examples(
+            name,
+            examples,
+            context,
+            version,
+            label,
+            signature,
+            CLASSIFY_METHOD,
+            timeout_s,
+            client_gone,
+        )
+        found = classifications(signature or DEFAULT_SIGNATURE, result.outputs, len(examples))
+        return result, found
+
+    async def regress(
+        self,
+        name: str,
+        examples: list[Any],
+        context: Any | None = None,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str | None = None,
+        timeout_s: float | None = None,
+        client_gone: Callable[[], Awaitable[object]] | None = None,
+    ) -> tuple[InferResult, np.ndarray]:
+        """TF Serving's Regress: like `classify`, one float32 value per example."""
+        result = await self._run_examples(
+            name,
+            examples,
+            context,
+            version,
+            label,
+            signature,
+            REGRESS_METHOD,
+            timeout_s,
+            client_gone,
+        )
+        return result, regressions(signature or DEFAULT_SIGNATURE, result.outputs, len(examples))
+
+    async def _run_examples(
+        self,
+        name: str,
+        examples: list[Any],
+        context: Any | None,
+        version: int | None,
+        label: str | None,
+        signature: str | None,
+        method: str,
+        timeout_s: float | None,
+        client_gone: Callable[[], Awaitable[object]] | None,
+    ) -> InferResult:
+        serialized = serialize(examples, context, self.example_limits)
+        return await self.infer(
+            name,
+            {EXAMPLES_INPUT: serialized},
+            version,
+            label,
+            timeout_s=timeout_s,
+            client_gone=client_gone,
+            signature=signature,
+            method=method,
+        )
 
 
 def _loaded(servable: Servable | None, name: str, version: int) -> Servable:
@@ -173,10 +293,16 @@ def _loaded(servable: Servable | None, name: str, version: int) -> Servable:
     return servable
 
 
-def name_the_only_input(servable: Servable, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Give an `UNNAMED_INPUT` the name of the model's only input (TF Serving's unnamed row and
-    column formats); a model with several inputs needs them named."""
-    names = list(servable.inputs)
+def _specs(servable: Servable, signature: Signature | None) -> Signature | Servable:
+    return servable if signature is None else signature
+
+
+def name_the_only_input(
+    servable: Servable, inputs: dict[str, np.ndarray], signature: Signature | None = None
+) -> dict[str, np.ndarray]:
+    """Give an `UNNAMED_INPUT` the name of the signature's only input (TF Serving's unnamed row
+    and column formats); a signature with several inputs needs them named."""
+    names = list(_specs(servable, signature).inputs)
     if len(names) != 1 or len(inputs) != 1:
         raise InvalidInput(
             f"model {servable.name!r} has inputs {names}: each value must be an "
@@ -185,22 +311,30 @@ def name_the_only_input(servable: Servable, inputs: dict[str, np.ndarray]) -> di
     return {names[0]: inputs[UNNAMED_INPUT]}
 
 
-def check_outputs(servable: Servable, names: Collection[str]) -> None:
-    """Requested outputs must be outputs of the model (and so at most as many)."""
-    unknown = [n for n in names if n not in servable.outputs]
+def check_outputs(
+    servable: Servable, names: Collection[str], signature: Signature | None = None
+) -> None:
+    """Requested outputs must be outputs of the signature (and so at most as many)."""
+    known = _specs(servable, signature).outputs
+    unknown = [n for n in names if n not in known]
     if unknown:
+        where = "" if signature is None else f" signature {signature.name!r}"
         raise InvalidInput(
-            f"unknown output {str(unknown[0])[:80]!r}; model {servable.name!r} "
-            f"has outputs {sorted(servable.outputs)}"
+            f"unknown output {str(unknown[0])[:80]!r}; model {servable.name!r}{where} "
+            f"has outputs {sorted(known)}"
         )
     if len(set(names)) != len(names):
         raise InvalidInput("an output is requested more than once")
 
 
 def validate_inputs(
-    servable: Servable, inputs: dict[str, np.ndarray], max_variable_dim: int | None = None
+    servable: Servable,
+    inputs: dict[str, np.ndarray],
+    max_variable_dim: int | None = None,
+    signature: Signature | None = None,
 ) -> dict[str, np.ndarray]:
-    """Check names, dtypes and shapes against the signature; cast to the signature's dtypes.
+    """Check names, dtypes and shapes against the signature (`serving_default` unless given);
+    cast to the signature's dtypes.
 
     Numbers are cast when numpy calls it a same-kind cast (ints to floats: JSON has no float32;
     floats to ints is refused). All inputs must share the batch size, which must not be zero.
@@ -208,12 +342,15 @@ def validate_inputs(
     Shapes are checked before the cast, which may copy.
     """
     model = f"model {servable.name!r}"
-    expected, given = set(servable.inputs), set(inputs)
+    if signature is not None:
+        model += f" signature {signature.name!r}"
+    specs = _specs(servable, signature).inputs
+    expected, given = set(specs), set(inputs)
     if expected != given:
         raise InvalidInput(f"{model} expects inputs {sorted(expected)}, got {sorted(given)}")
     checked: dict[str, np.ndarray] = {}
     batch: int | None = None
-    for key, spec in servable.inputs.items():
+    for key, spec in specs.items():
         array = inputs[key]
         target = _cast_to(array, spec, model)  # dtype errors first, before any copy
         if array.ndim != len(spec.shape) or any(

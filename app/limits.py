@@ -122,6 +122,49 @@ DEFAULT_LIMITS = TensorLimits()
 
 
 @dataclass(frozen=True, slots=True)
+class ExampleLimits:
+    """What one classify or regress request may carry (`tf.Example`s, TF Serving's format).
+
+    A context's features are copied into every example (as TF Serving does), so a 1 MB context
+    and 10,000 one-line examples would make 10 GB of serialized examples from a 1 MB body: the
+    bounds count what is serialized, context copies included, before it is built.
+    """
+
+    max_examples: int = 1 << 16
+    max_features: int = 1 << 10  # per example, context included
+    max_values: int = 1 << 24  # feature values of every example together, context copies too
+    max_serialized_bytes: int = 1 << 26  # 64 MiB of serialized examples in all
+
+    def check_count(self, count: int) -> None:
+        if count > self.max_examples:
+            raise PayloadTooLarge(
+                f"the request has {count} examples; the limit is {self.max_examples}"
+            )
+
+    def check_features(self, index: int, count: int) -> None:
+        if count > self.max_features:
+            raise PayloadTooLarge(
+                f"example {index} has {count} features (context included); "
+                f"the limit is {self.max_features}"
+            )
+
+    def check_totals(self, values: int, serialized_bytes: int) -> None:
+        if values > self.max_values:
+            raise PayloadTooLarge(
+                f"the examples hold {values} feature values in all (context copied into "
+                f"each example); the limit is {self.max_values}"
+            )
+        if serialized_bytes > self.max_serialized_bytes:
+            raise PayloadTooLarge(
+                f"the examples serialize to {serialized_bytes} bytes (context copied into "
+                f"each example); the limit is {self.max_serialized_bytes}"
+            )
+
+
+DEFAULT_EXAMPLE_LIMITS = ExampleLimits()
+
+
+@dataclass(frozen=True, slots=True)
 class ImageLimits:
     """What one uploaded picture may be (settings `max_image_*`), checked from its header by
     `app.tasks.images.decode_grayscale`; each over-limit is a 413.

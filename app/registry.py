@@ -27,7 +27,7 @@ from app.heap import release_freed_memory
 from app.keras_archive import KerasOptions
 from app.redaction import public_text
 from app.repository import RepositoryError, VersionDir, VersionPolicy
-from app.runners import Runner, RunnerFactory, build_runner
+from app.runners import Runner, RunnerFactory, UnbatchedRunner, build_runner, signature_runner
 from app.servable import ModelLoadError, Servable
 from app.warmup import WarmupLimits
 
@@ -56,6 +56,8 @@ class ModelVersion:
     error: str | None = None
     servable: Servable | None = None
     runner: Runner | None = None
+    #: Runs the signatures other than `serving_default` (`app.runners.signature_runner`).
+    signature_runner: UnbatchedRunner | None = None
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -135,7 +137,9 @@ class ModelRegistry:
                 self._warmup_limits,
                 self._keras_options,
             )
-            entry.runner = self._runner_factory(servable, self.batching_for(version_dir.name))
+            options = self.batching_for(version_dir.name)
+            entry.runner = self._runner_factory(servable, options)
+            entry.signature_runner = signature_runner(servable, options)
         except (ModelLoadError, RepositoryError) as exc:
             self._fail(entry, str(exc))
         except Exception as exc:  # a model must never take the server down with it
@@ -207,11 +211,13 @@ class ModelRegistry:
                 entry.in_flight,
             )
         try:
-            if entry.runner is not None:
-                await entry.runner.close(drain_timeout_s)
+            for runner in (entry.runner, entry.signature_runner):
+                if runner is not None:
+                    await runner.close(drain_timeout_s)
         except Exception:  # the version is gone either way; never leave it UNLOADING
             log.exception("closing the runner of %s version %d failed", name, version)
         entry.runner = None
+        entry.signature_runner = None
         entry.servable = None
         entry.state = VersionState.END
         log.info("unloaded %s version %d", name, version)
@@ -237,9 +243,13 @@ class ModelRegistry:
         entry = self.get_version(name, version)
         if not entry.ready or entry.servable is None or entry.runner is None:
             return
-        old = entry.runner
-        entry.runner = self._runner_factory(entry.servable, self.batching_for(name))
+        old, old_signatures = entry.runner, entry.signature_runner
+        options = self.batching_for(name)
+        entry.runner = self._runner_factory(entry.servable, options)
+        entry.signature_runner = signature_runner(entry.servable, options)
         await old.close(drain_timeout_s)
+        if old_signatures is not None:
+            await old_signatures.close(drain_timeout_s)
 
     def batching_for(self, name: str) -> BatchingOptions:
         return self.batching_overrides.get(name, self.default_batching)

@@ -62,9 +62,11 @@ class UnbatchedRunner:
         *,
         timeout_s: float | None = None,
         client_gone: Callable[[], Awaitable[object]] | None = None,
+        signature: str | None = None,
     ) -> Tensors:
         """Like the batcher's: a deadline, and work still waiting for a thread is dropped when
-        `client_gone` returns (watched only when every thread is busy)."""
+        `client_gone` returns (watched only when every thread is busy). `signature`: run that
+        signature of the servable instead of `serving_default` (`signature_runner`)."""
         if self._closed:
             raise Unavailable(
                 f"model {self._servable.name!r} version {self._servable.version} is unloading"
@@ -74,7 +76,12 @@ class UnbatchedRunner:
         self._idle.clear()
         try:
             loop = asyncio.get_running_loop()
-            work = loop.run_in_executor(self._executor, self._servable.predict, inputs)
+            if signature is None:
+                work = loop.run_in_executor(self._executor, self._servable.predict, inputs)
+            else:
+                work = loop.run_in_executor(
+                    self._executor, self._servable.predict, inputs, signature
+                )
             if timeout_s is None and not (busy and client_gone is not None):
                 return await work
             return await _first_of(
@@ -129,6 +136,19 @@ async def _first_of(
     if gone is not None and gone in done:
         raise ClientClosedRequest(f"the client of a request to model {model!r} went away")
     raise DeadlineExceeded(f"model {model!r} did not answer within {timeout_s:g} s")
+
+
+def signature_runner(servable: Servable, options: BatchingOptions) -> UnbatchedRunner | None:
+    """The runner of a version's signatures other than `serving_default` (None: it has none).
+
+    Unbatched, on its own `inference_threads` threads (made only when a request comes): only
+    `serving_default` is batched. A batcher per signature would keep that many more threads
+    calling TensorFlow at once on the same cores, and the batcher's padding plan (`time_stride`,
+    `pad_value` in `metadata.json`) describes the default signature's inputs only.
+    """
+    if len(servable.signatures) < 2:
+        return None
+    return UnbatchedRunner(servable, threads=options.inference_threads)
 
 
 def build_runner(

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,18 @@ from app.errors import InvalidInput
 from app.keras_archive import KerasLoadError, KerasOptions, load_keras_archive
 from app.redaction import public_text
 from app.repository import KERAS_ARCHIVE, check_version_files, read_metadata
+from app.signatures import (
+    DEFAULT_SIGNATURE,
+    Signature,
+    SignatureDef,
+    build_signature,
+    read_signature_defs,
+)
 from app.warmup import WarmupLimits, read_warmup_requests
 
 log = logging.getLogger(__name__)
 
-SERVING_SIGNATURE = "serving_default"
+SERVING_SIGNATURE = DEFAULT_SIGNATURE
 PLATFORMS = {"savedmodel": "tensorflow_savedmodel", "keras": "keras"}
 STRING_DTYPE = np.dtype(object)
 # Variable non-batch dimensions are warmed up with this size (the smallest OCR strip width).
@@ -90,6 +98,8 @@ class Servable:
         warmup_limits: WarmupLimits | None = None,
         index_limits: dict[str, int] | None = None,
         platform: str = PLATFORMS["savedmodel"],
+        other_functions: Mapping[str, Any] | None = None,
+        signature_defs: Mapping[str, SignatureDef] | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -114,7 +124,37 @@ class Servable:
         }
         if not self.inputs:
             raise ModelLoadError(f"{SERVING_SIGNATURE} takes no named inputs")
+        defs = signature_defs or {}
+        self.signatures: dict[str, Signature] = {
+            SERVING_SIGNATURE: build_signature(
+                SERVING_SIGNATURE, self.inputs, self.outputs, defs.get(SERVING_SIGNATURE)
+            )
+        }
+        self._functions: dict[str, Any] = {SERVING_SIGNATURE: function}
+        for index, (key, other) in enumerate(sorted((other_functions or {}).items()), start=1):
+            if key != SERVING_SIGNATURE:
+                self._add_signature(key, other, defs.get(key), index)
         self.load_seconds = 0.0
+
+    def _add_signature(
+        self, key: str, function: Any, definition: SignatureDef | None, index: int
+    ) -> None:
+        """Serve one more signature; one this server cannot serve (positional or unknown-rank
+        tensors, no dict of outputs) is left out with a warning, and the rest still load."""
+        try:
+            _, keyword_specs = function.structured_input_signature
+            outputs = function.structured_outputs
+            if not keyword_specs or not isinstance(outputs, dict):
+                raise ModelLoadError("it needs named inputs and a dict of named outputs")
+            inputs = {k: _spec_from_tf(k, spec) for k, spec in sorted(keyword_specs.items())}
+            output_specs = {k: _spec_from_tf(k, spec) for k, spec in sorted(outputs.items())}
+        except ModelLoadError as exc:
+            log.warning(
+                "%s version %d: signature %r not served: %s", self.name, self.version, key, exc
+            )
+            return
+        self.signatures[key] = build_signature(key, inputs, output_specs, definition, index)
+        self._functions[key] = function
 
     @classmethod
     def load(
@@ -185,7 +225,15 @@ class Servable:
                 f"{SERVING_SIGNATURE!r} signature (it has {sorted(signatures)})"
             )
         return cls(
-            name, version, path, metadata, saved_model, signatures[SERVING_SIGNATURE], warmup_limits
+            name,
+            version,
+            path,
+            metadata,
+            saved_model,
+            signatures[SERVING_SIGNATURE],
+            warmup_limits,
+            other_functions=dict(signatures),
+            signature_defs=read_signature_defs(path),
         )
 
     @classmethod
@@ -216,8 +264,11 @@ class Servable:
             platform=PLATFORMS["keras"],
         )
 
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the signature on validated inputs; string outputs come back as `bytes` objects.
+    def predict(
+        self, inputs: dict[str, np.ndarray], signature: str = SERVING_SIGNATURE
+    ) -> dict[str, np.ndarray]:
+        """Run a signature (`serving_default` unless named) on inputs validated against it;
+        string outputs come back as `bytes` objects.
 
         A value the graph itself rejects (TensorFlow's InvalidArgumentError) is the caller's
         mistake: `InvalidInput`. Wrong names or shapes never get here (the data plane checks
@@ -226,7 +277,7 @@ class Servable:
         import tensorflow as tf
 
         try:
-            result = self._function(**inputs)
+            result = self._functions[signature](**inputs)
         except tf.errors.InvalidArgumentError as exc:
             raise InvalidInput(
                 f"model {self.name!r} version {self.version} rejected the input: "

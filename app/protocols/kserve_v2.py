@@ -114,12 +114,23 @@ def _v2_tensors(specs: dict[str, TensorSpec]) -> list[dict[str, Any]]:
 
 
 def _v2_model_metadata(metadata: ModelMetadata) -> dict[str, Any]:
+    """v2 model metadata: `serving_default`'s inputs and outputs, plus `signatures`, an
+    extension: every signature's inputs, outputs and TF Serving method by name (a request picks
+    one with `parameters.signature_name`)."""
     return {
         "name": metadata.name,
         "versions": [str(version) for version in metadata.versions],
         "platform": metadata.platform,
         "inputs": _v2_tensors(metadata.inputs),
         "outputs": _v2_tensors(metadata.outputs),
+        "signatures": {
+            key: {
+                "inputs": _v2_tensors(signature.inputs),
+                "outputs": _v2_tensors(signature.outputs),
+                "method_name": signature.method_name,
+            }
+            for key, signature in metadata.signatures.items()
+        },
     }
 
 
@@ -195,6 +206,7 @@ async def infer(request: Request) -> Response:
         version=None if version is None else parse_version(version),
         outputs=None if decoded.outputs is None else [o.name for o in decoded.outputs],
         client_gone=client_gone(request),
+        signature=decoded.signature,
     )
     note_served_version(request.scope, result.model_version)
     encoded = encode_infer_response(

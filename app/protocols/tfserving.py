@@ -14,7 +14,6 @@ routes are plain Starlette routes (no FastAPI dependency solving), like KServe v
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,9 @@ from fastapi import APIRouter, Request, Response
 
 from app.dataplane import UNNAMED_INPUT, DataPlane, ModelMetadata, VersionStatus
 from app.errors import InvalidInput
+from app.examples import Classifications
 from app.observability import note_served_version
+from app.protocols.base64_json import decode_b64
 from app.protocols.common import (
     client_gone,
     json_response,
@@ -32,15 +33,19 @@ from app.protocols.common import (
 )
 from app.protocols.large_json import loads_large, parse_off_loop
 from app.protocols.numeric_json import parse_with_numeric_array
-from app.servable import SERVING_SIGNATURE, TensorSpec
+from app.protocols.tf_example_json import examples_from_body
+from app.servable import TensorSpec
+from app.signatures import Signature
 
-PREDICT_METHOD = "tensorflow/serving/predict"
 BINARY_OUTPUT_SUFFIX = "_bytes"
-PREDICT_PATHS = (
-    "/v1/models/{name}:predict",
-    "/v1/models/{name}/versions/{version}:predict",
-    "/v1/models/{name}/labels/{label}:predict",
+MODEL_PATHS = (
+    "/v1/models/{name}",
+    "/v1/models/{name}/versions/{version}",
+    "/v1/models/{name}/labels/{label}",
 )
+PREDICT_PATHS = tuple(path + ":predict" for path in MODEL_PATHS)
+CLASSIFY_PATHS = tuple(path + ":classify" for path in MODEL_PATHS)
+REGRESS_PATHS = tuple(path + ":regress" for path in MODEL_PATHS)
 TF_DATATYPES = {
     "float16": "DT_HALF",
     "bfloat16": "DT_BFLOAT16",
@@ -98,13 +103,22 @@ def build_router() -> APIRouter:
     async def label_metadata(name: str, label: str, request: Request) -> Response:
         return json_response(_metadata_body(dataplane(request).model_metadata(name, label=label)))
 
+    for method_paths, endpoint, verb in (
+        (CLASSIFY_PATHS, classify, "Classify tf.Examples"),
+        (REGRESS_PATHS, regress, "Regress tf.Examples"),
+    ):
+        for path, which in zip(method_paths, _WHICH_VERSION, strict=True):
+            router.add_api_route(
+                path,
+                endpoint,
+                methods=["POST"],
+                summary=f"{verb} with {which}",
+                openapi_extra=_examples_openapi(path),
+                response_class=Response,
+            )
     for path, summary in zip(
         PREDICT_PATHS,
-        (
-            "Predict with the default version",
-            "Predict with one version",
-            "Predict with a labelled version",
-        ),
+        (f"Predict with {which}" for which in _WHICH_VERSION),
         strict=True,
     ):
         # A plain Starlette route registered first wins the match: FastAPI's dependency solving
@@ -121,9 +135,39 @@ def build_router() -> APIRouter:
     return router
 
 
+_WHICH_VERSION = ("the default version", "one version", "a labelled version")
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    names = [name for name in ("name", "version", "label") if "{" + name + "}" in path]
+    return [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in names
+    ]
+
+
+def _examples_openapi(path: str) -> dict[str, Any]:
+    """TF Serving's classify/regress body (FastAPI cannot see it on a raw-Request route)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object"},
+                    "example": {
+                        "signature_name": "classify_x_to_y",
+                        "context": {"country": "fr"},
+                        "examples": [{"x": 1.0}, {"x": 2.5, "image": {"b64": "aW1hZ2U="}}],
+                    },
+                }
+            },
+        },
+        "parameters": _path_parameters(path),
+    }
+
+
 def _predict_openapi(path: str) -> dict[str, Any]:
     """The JSON body and path parameters, which FastAPI cannot see on a raw-Request route."""
-    names = [name for name in ("name", "version", "label") if "{" + name + "}" in path]
     return {
         "requestBody": {
             "required": True,
@@ -134,23 +178,79 @@ def _predict_openapi(path: str) -> dict[str, Any]:
                 }
             },
         },
-        "parameters": [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in names
-        ],
+        "parameters": _path_parameters(path),
     }
+
+
+def _which(request: Request) -> tuple[str, int | None, str | None]:
+    """The model name, version and label a `/v1` path names."""
+    path = request.path_params
+    version = path.get("version")
+    return path["name"], None if version is None else parse_version(version), path.get("label")
 
 
 async def predict(request: Request) -> Response:
     """Predict with the default, numbered or labelled version named in the path."""
-    path = request.path_params
-    version = path.get("version")
-    return await _predict(
-        request,
-        path["name"],
-        version=None if version is None else parse_version(version),
-        label=path.get("label"),
+    name, version, label = _which(request)
+    return await _predict(request, name, version=version, label=label)
+
+
+async def classify(request: Request) -> Response:
+    """TF Serving's `:classify`: `tf.Example`s through a classification signature.
+
+    `{"results": [[[label, score], ...] per example]}`; a label is "" when the signature has
+    no `classes` output, as in TF Serving.
+    """
+    name, version, label = _which(request)
+    plane: DataPlane = request.app.state.dataplane
+    body = parse_json(await read_json_bytes(request))
+    signature = _signature_name(body)
+    examples, context = examples_from_body(body, plane.example_limits)
+    result, found = await plane.classify(
+        name,
+        examples,
+        context,
+        version=version,
+        label=label,
+        signature=signature,
+        client_gone=client_gone(request),
     )
+    note_served_version(request.scope, result.model_version)
+    return json_response({"results": _classification_rows(found)})
+
+
+async def regress(request: Request) -> Response:
+    """TF Serving's `:regress`: `tf.Example`s through a regression signature;
+    `{"results": [value per example]}`."""
+    name, version, label = _which(request)
+    plane: DataPlane = request.app.state.dataplane
+    body = parse_json(await read_json_bytes(request))
+    signature = _signature_name(body)
+    examples, context = examples_from_body(body, plane.example_limits)
+    result, values = await plane.regress(
+        name,
+        examples,
+        context,
+        version=version,
+        label=label,
+        signature=signature,
+        client_gone=client_gone(request),
+    )
+    note_served_version(request.scope, result.model_version)
+    return json_response({"results": values})
+
+
+def _classification_rows(found: Classifications) -> list[list[list[Any]]]:
+    count = len(found.labels) if found.labels is not None else len(found.scores)  # type: ignore[arg-type]
+    return [[[label, score] for label, score in found.pairs(row)] for row in range(count)]
+
+
+def _signature_name(body: Any) -> str | None:
+    """The body's `signature_name` (None: `serving_default`); a non-string is a 400."""
+    signature = body.get("signature_name") if isinstance(body, dict) else None
+    if signature is not None and not isinstance(signature, str):
+        raise InvalidInput(f"'signature_name' must be a string, got {type(signature).__name__}")
+    return signature or None
 
 
 async def _predict(
@@ -162,11 +262,16 @@ async def _predict(
     # rows of a big body turned into arrays there too: a Python loop over them would hold
     # the event loop.
     threshold = request.app.state.settings.inline_parse_bytes
-    has_rows, inputs = await parse_off_loop(
+    has_rows, inputs, signature = await parse_off_loop(
         len(raw), threshold, decode_predict, raw, len(raw) > threshold
     )
     result = await plane.infer(
-        name, inputs, version=version, label=label, client_gone=client_gone(request)
+        name,
+        inputs,
+        version=version,
+        label=label,
+        client_gone=client_gone(request),
+        signature=signature,
     )
     note_served_version(request.scope, result.model_version)
     encoded = {key: encode_output(key, value) for key, value in result.outputs.items()}
@@ -177,17 +282,14 @@ async def _predict(
     return json_response({"outputs": encoded})
 
 
-def decode_predict(raw: bytes, sliced: bool = False) -> tuple[bool, dict[str, np.ndarray]]:
-    """(row format?, the inputs as arrays) of a predict body; a value that names no input is
-    keyed `UNNAMED_INPUT` (see `rows_to_inputs`)."""
+def decode_predict(
+    raw: bytes, sliced: bool = False
+) -> tuple[bool, dict[str, np.ndarray], str | None]:
+    """(row format?, the inputs as arrays, the signature name or None) of a predict body; a
+    value that names no input is keyed `UNNAMED_INPUT` (see `rows_to_inputs`). The signature is
+    looked up by the data plane, in the version that answers."""
     body = _parse_predict_body(raw, sliced)
-    signature = body.get("signature_name", SERVING_SIGNATURE)
-    if not isinstance(signature, str) or signature != SERVING_SIGNATURE:
-        signature = signature if isinstance(signature, str) else type(signature).__name__
-        raise InvalidInput(
-            f"serving signature name {signature[:80]!r} not found; "
-            f"this model has {SERVING_SIGNATURE!r}"
-        )
+    signature = _signature_name(body)
     has_rows, has_columns = "instances" in body, "inputs" in body
     if has_rows == has_columns:
         raise InvalidInput(
@@ -197,8 +299,8 @@ def decode_predict(raw: bytes, sliced: bool = False) -> tuple[bool, dict[str, np
     # No model lookup here: an unnamed value is named inside the data plane's lease, so the
     # version whose signature names it is the version that answers.
     if has_rows:
-        return True, rows_to_inputs(body["instances"])
-    return False, columns_to_inputs(body["inputs"])
+        return True, rows_to_inputs(body["instances"]), signature
+    return False, columns_to_inputs(body["inputs"]), signature
 
 
 def _parse_predict_body(raw: bytes, sliced: bool = False) -> dict[str, Any]:
@@ -294,10 +396,7 @@ def _decode_b64_leaves(value: Any, input_name: str) -> Any:
                 f"input {input_name!r}: the only object allowed as a value is "
                 f'{{"b64": "<base64 string>"}}, got keys {sorted(value)}'
             )
-        try:
-            return base64.b64decode(value["b64"], validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidInput(f"input {input_name!r}: invalid base64 in b64 value: {exc}") from exc
+        return decode_b64(value["b64"], f"input {input_name!r}")
     return value
 
 
@@ -307,7 +406,9 @@ def _decode_b64_leaves(value: Any, input_name: str) -> Any:
 def encode_output(name: str, array: np.ndarray) -> Any:
     """Numbers stay numpy (orjson writes them); strings become str, or b64 for `*_bytes`."""
     if array.dtype.kind not in "OSU":
-        return np.ascontiguousarray(array)
+        # A scalar stays a scalar (a numpy one: orjson writes float32 with float32's digits);
+        # np.ascontiguousarray would make it a one-element list.
+        return array[()] if array.ndim == 0 else np.ascontiguousarray(array)
     if name.endswith(BINARY_OUTPUT_SUFFIX):
         to_b64 = np.frompyfunc(lambda item: {"b64": base64.b64encode(item).decode("ascii")}, 1, 1)
         return to_b64(array).tolist()
@@ -358,26 +459,30 @@ def _tensor_info(spec: TensorSpec, tensor_name: str) -> dict[str, Any]:
     }
 
 
+def _signature_def(signature: Signature) -> dict[str, Any]:
+    return {
+        "inputs": {
+            key: _tensor_info(spec, signature.input_tensor_names[key])
+            for key, spec in signature.inputs.items()
+        },
+        "outputs": {
+            key: _tensor_info(spec, signature.output_tensor_names[key])
+            for key, spec in signature.outputs.items()
+        },
+        "method_name": signature.method_name,
+        "defaults": {},
+    }
+
+
 def _metadata_body(info: ModelMetadata) -> dict[str, Any]:
-    """GetModelMetadata's JSON: the `serving_default` signature def as TF Serving prints it."""
-    inputs = {
-        key: _tensor_info(spec, f"{SERVING_SIGNATURE}_{key}:0") for key, spec in info.inputs.items()
-    }
-    outputs = {
-        key: _tensor_info(spec, f"StatefulPartitionedCall:{index}")
-        for index, (key, spec) in enumerate(info.outputs.items())
-    }
+    """GetModelMetadata's JSON: every signature def as TF Serving prints it (the
+    `__saved_model_init_op` entry TF Serving also lists is left out: it is not callable)."""
     return {
         "model_spec": {"name": info.name, "signature_name": "", "version": str(info.version)},
         "metadata": {
             "signature_def": {
                 "signature_def": {
-                    SERVING_SIGNATURE: {
-                        "inputs": inputs,
-                        "outputs": outputs,
-                        "method_name": PREDICT_METHOD,
-                        "defaults": {},
-                    }
+                    key: _signature_def(signature) for key, signature in info.signatures.items()
                 },
             }
         },

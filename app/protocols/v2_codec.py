@@ -34,6 +34,8 @@ from app.protocols.large_json import loads_large
 
 HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
 BYTES = "BYTES"
+#: The request parameter that picks a signature other than `serving_default` (an extension).
+SIGNATURE_PARAMETER = "signature_name"
 
 #: v2 datatype -> numpy dtype (little-endian, the byte order of the binary extension).
 V2_NUMERIC_DTYPES: dict[str, np.dtype] = {
@@ -89,6 +91,8 @@ class InferRequest:
     outputs: tuple[RequestedOutput, ...] | None
     #: request-level `parameters.binary_data_output`: the default encoding of outputs.
     binary_output: bool
+    #: request-level `parameters.signature_name`: None for `serving_default`.
+    signature: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,12 +213,23 @@ def decode_infer_request(
             f"{len(body) - header_length} bytes follow the JSON header"
         )
 
+    parameters = _parameters(header, "request")
     return InferRequest(
         id=_optional_id(header.get("id")),
         inputs=inputs,
         outputs=_requested_outputs(header),
-        binary_output=_flag(_parameters(header, "request"), "binary_data_output"),
+        binary_output=_flag(parameters, "binary_data_output"),
+        signature=signature_parameter(parameters.get(SIGNATURE_PARAMETER)),
     )
+
+
+def signature_parameter(value: Any) -> str | None:
+    """The `signature_name` request parameter: a string, None (or "") for the default."""
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(
+            f"parameter {SIGNATURE_PARAMETER!r} must be a string, got {value!r}"[:200]
+        )
+    return value or None
 
 
 def _load_json(data: memoryview, sliced: bool = False) -> Any:

@@ -49,7 +49,7 @@ def test_a_reload_between_decoding_and_inference_cannot_mismatch_the_input_name(
         plane = DataPlane(registry, None)
         await registry.load_version(_export_sum_model(tmp_path / "m" / "1", ("a",)))
         body = orjson.dumps({"instances": [[1.0, 2.0, 3.0]]})
-        has_rows, inputs = decode_predict(body)
+        has_rows, inputs, _ = decode_predict(body)
         assert has_rows and list(inputs) == [UNNAMED_INPUT]
         # The reload lands here: version 2 calls its only input "b".
         await registry.load_version(_export_sum_model(tmp_path / "m" / "2", ("b",)))
@@ -66,7 +66,7 @@ def test_an_unnamed_value_for_a_model_with_several_inputs_is_a_clear_400(tmp_pat
         registry = ModelRegistry(tmp_path, BatchingOptions(), warm_up=False)
         plane = DataPlane(registry, None)
         await registry.load_version(_export_sum_model(tmp_path / "m" / "1", ("a", "b")))
-        _, inputs = decode_predict(orjson.dumps({"inputs": [[1.0, 2.0, 3.0]]}))
+        _, inputs, _ = decode_predict(orjson.dumps({"inputs": [[1.0, 2.0, 3.0]]}))
         with pytest.raises(
             InvalidInput,
             match=r"has inputs \['a', 'b'\]: each value must be an "

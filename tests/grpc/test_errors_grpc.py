@@ -14,13 +14,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tensorflow_serving.apis import (
-    classification_pb2,
     inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
-    regression_pb2,
 )
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
@@ -251,9 +249,11 @@ def test_unimplemented_methods_say_why(grpc_server: GrpcServer) -> None:
     with grpc_server.channel() as channel:
         predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         calls = [
-            (predict.Classify, classification_pb2.ClassificationRequest(), "Use Predict"),
-            (predict.Regress, regression_pb2.RegressionRequest(), "use Predict"),
-            (predict.MultiInference, inference_pb2.MultiInferenceRequest(), "use Predict"),
+            (
+                predict.MultiInference,
+                inference_pb2.MultiInferenceRequest(),
+                "call Classify and Regress",
+            ),
             (
                 model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest,
                 model_management_pb2.ReloadConfigRequest(),

@@ -147,7 +147,12 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                 decoded.timeout_s if timeout_s is None else min(timeout_s, decoded.timeout_s)
             )
         result = await plane.infer(
-            name, decoded.inputs, version=version, outputs=decoded.outputs, timeout_s=timeout_s
+            name,
+            decoded.inputs,
+            version=version,
+            outputs=decoded.outputs,
+            timeout_s=timeout_s,
+            signature=decoded.signature,
         )
         call.served(name, result.model_version)
         return encode_infer_response(

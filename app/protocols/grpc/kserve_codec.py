@@ -51,6 +51,7 @@ class DecodedInfer:
     outputs: tuple[str, ...] | None  # None: every output of the model
     raw_output: bool
     timeout_s: float | None  # the request's own `timeout` parameter
+    signature: str | None = None  # the `signature_name` parameter (None: serving_default)
 
 
 def decode_infer_request(
@@ -94,7 +95,17 @@ def decode_infer_request(
         outputs=_requested_outputs(request),
         raw_output=bool(raw),
         timeout_s=_timeout_parameter(request),
+        signature=_signature_parameter(request),
     )
+
+
+def _signature_parameter(request: service_pb2.ModelInferRequest) -> str | None:
+    if v2_codec.SIGNATURE_PARAMETER not in request.parameters:
+        return None
+    parameter = request.parameters[v2_codec.SIGNATURE_PARAMETER]
+    if parameter.WhichOneof("parameter_choice") != "string_param":
+        raise InvalidInput(f"parameter {v2_codec.SIGNATURE_PARAMETER!r} must be a string")
+    return parameter.string_param or None
 
 
 def _tensor_header(tensor: Any, limits: TensorLimits) -> tuple[str, tuple[int, ...], str]:

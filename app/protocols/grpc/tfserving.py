@@ -1,12 +1,14 @@
 """`tensorflow.serving.PredictionService` and `ModelService`: TensorFlow Serving's gRPC API.
 
 The messages are tensorflow-serving-api's generated modules. `Predict` takes the model by name
-and version, `version_label` or neither (the newest ready version), the `serving_default`
-signature (or none named), any subset of outputs (`output_filter`). `GetModelMetadata` answers
-the `signature_def` field with a `SignatureDefMap`, as TF Serving does. `Classify`, `Regress`
-and `MultiInference` need classification/regression signatures, which the models served here
-do not have: UNIMPLEMENTED, saying so. `HandleReloadConfigRequest` is UNIMPLEMENTED too: the
-repository config file (`config.yaml`, re-read when it changes) is how this server is told.
+and version, `version_label` or neither (the newest ready version), any signature of the
+version (`serving_default` when none is named), any subset of outputs (`output_filter`).
+`GetModelMetadata` answers the `signature_def` field with a `SignatureDefMap` of every
+signature, as TF Serving does. `Classify` and `Regress` run `tf.Example`s through a
+classification or regression signature (`app.examples`). `MultiInference` is UNIMPLEMENTED
+(several signatures over one set of examples: call Classify and Regress), and so is
+`HandleReloadConfigRequest`: the repository config file (`config.yaml`, re-read when it
+changes) is how this server is told.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any
 from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from app.dataplane import ModelMetadata, VersionStatus
@@ -29,10 +33,11 @@ from app.errors import InvalidInput
 from app.protocols.grpc.calls import Call, FrontEnd, model_label, rpc
 from app.protocols.grpc.status import Unimplemented
 from app.protocols.grpc.tensor_proto import fill_tensor, tensor_to_array
-from app.protocols.tfserving import PREDICT_METHOD, TF_DATATYPES
+from app.protocols.tfserving import TF_DATATYPES
 from app.registry import VersionState
 from app.security.tokens import Access
-from app.servable import SERVING_SIGNATURE, TensorSpec
+from app.servable import TensorSpec
+from app.signatures import DEFAULT_SIGNATURE, Signature
 
 PROTOCOL = "grpc_tfserving"
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -55,13 +60,6 @@ def model_spec(spec: Any) -> tuple[str, int | None, str | None]:
     return spec.name, version, spec.version_label or None
 
 
-def _check_signature(name: str) -> None:
-    if name and name != SERVING_SIGNATURE:
-        raise InvalidInput(
-            f"serving signature name {name[:80]!r} not found; this model has {SERVING_SIGNATURE!r}"
-        )
-
-
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, front: FrontEnd) -> None:
         self.front = front
@@ -72,7 +70,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         plane = front.dataplane
         name, version, label = model_spec(request.model_spec)
         model_label(call, name)
-        _check_signature(request.model_spec.signature_name)
+        signature = request.model_spec.signature_name or None
         outputs = tuple(request.output_filter) or None
         if outputs is not None and len(set(outputs)) != len(outputs):
             raise InvalidInput("output_filter names an output more than once")
@@ -81,13 +79,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         else:
             inputs = _decode_inputs(request, plane.limits)
         result = await plane.infer(
-            name, inputs, version=version, label=label, outputs=outputs, timeout_s=call.timeout_s
+            name,
+            inputs,
+            version=version,
+            label=label,
+            outputs=outputs,
+            timeout_s=call.timeout_s,
+            signature=signature,
         )
         call.served(name, result.model_version)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = name
         response.model_spec.version.value = result.model_version
-        response.model_spec.signature_name = SERVING_SIGNATURE
+        response.model_spec.signature_name = signature or DEFAULT_SIGNATURE
         for key in outputs if outputs is not None else result.outputs:
             fill_tensor(response.outputs[key], result.outputs[key])
         return response
@@ -118,22 +122,72 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @rpc(Access.API, PROTOCOL)
     async def Classify(self, request: Any, call: Call) -> Any:
-        raise Unimplemented(_no_signature("Classify", "classification"))
+        name, version, label = model_spec(request.model_spec)
+        model_label(call, name)
+        signature = request.model_spec.signature_name or None
+        examples, context = _examples(request.input)
+        result, found = await self.front.dataplane.classify(
+            name,
+            examples,
+            context,
+            version=version,
+            label=label,
+            signature=signature,
+            timeout_s=call.timeout_s,
+        )
+        call.served(name, result.model_version)
+        response = classification_pb2.ClassificationResponse()
+        _answered_spec(response.model_spec, name, result.model_version, signature)
+        for row in range(len(examples)):
+            classes = response.result.classifications.add().classes
+            for class_label, score in found.pairs(row):
+                classes.add(label=class_label, score=float(score))
+        return response
 
     @rpc(Access.API, PROTOCOL)
     async def Regress(self, request: Any, call: Call) -> Any:
-        raise Unimplemented(_no_signature("Regress", "regression"))
+        name, version, label = model_spec(request.model_spec)
+        model_label(call, name)
+        signature = request.model_spec.signature_name or None
+        examples, context = _examples(request.input)
+        result, values = await self.front.dataplane.regress(
+            name,
+            examples,
+            context,
+            version=version,
+            label=label,
+            signature=signature,
+            timeout_s=call.timeout_s,
+        )
+        call.served(name, result.model_version)
+        response = regression_pb2.RegressionResponse()
+        _answered_spec(response.model_spec, name, result.model_version, signature)
+        for value in values.tolist():
+            response.result.regressions.add(value=value)
+        return response
 
     @rpc(Access.API, PROTOCOL)
     async def MultiInference(self, request: Any, call: Call) -> Any:
-        raise Unimplemented(_no_signature("MultiInference", "classification or regression"))
+        raise Unimplemented(
+            "MultiInference is not supported: call Classify and Regress, or Predict"
+        )
 
 
-def _no_signature(method: str, kind: str) -> str:
-    return (
-        f"{method} needs a {kind} signature; the models served here have only the "
-        f"predict signature {SERVING_SIGNATURE!r}: use Predict"
-    )
+def _answered_spec(spec: Any, name: str, version: int, signature: str | None) -> None:
+    spec.name = name
+    spec.version.value = version
+    spec.signature_name = signature or DEFAULT_SIGNATURE
+
+
+def _examples(model_input: Any) -> tuple[list[Any], Any | None]:
+    """The examples (and context) of a Classify/Regress `Input`."""
+    kind = model_input.WhichOneof("kind")
+    if kind == "example_list":
+        return list(model_input.example_list.examples), None
+    if kind == "example_list_with_context":
+        with_context = model_input.example_list_with_context
+        return list(with_context.examples), with_context.context
+    raise InvalidInput("the request's input needs example_list or example_list_with_context")
 
 
 def _decode_inputs(request: Any, limits: Any) -> dict[str, Any]:
@@ -151,15 +205,20 @@ def _tensor_info(spec: TensorSpec, tensor_name: str) -> meta_graph_pb2.TensorInf
     return meta_graph_pb2.TensorInfo(name=tensor_name, dtype=dtype, tensor_shape=shape)
 
 
+def _signature_def(signature: Signature) -> meta_graph_pb2.SignatureDef:
+    definition = meta_graph_pb2.SignatureDef(method_name=signature.method_name)
+    for key, spec in signature.inputs.items():
+        definition.inputs[key].CopyFrom(_tensor_info(spec, signature.input_tensor_names[key]))
+    for key, spec in signature.outputs.items():
+        definition.outputs[key].CopyFrom(_tensor_info(spec, signature.output_tensor_names[key]))
+    return definition
+
+
 def _signature_def_map(metadata: ModelMetadata) -> get_model_metadata_pb2.SignatureDefMap:
-    """The `serving_default` signature with the tensor names TF Serving shows (as on /v1)."""
-    signature = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
-    for key, spec in metadata.inputs.items():
-        signature.inputs[key].CopyFrom(_tensor_info(spec, f"{SERVING_SIGNATURE}_{key}:0"))
-    for index, (key, spec) in enumerate(metadata.outputs.items()):
-        signature.outputs[key].CopyFrom(_tensor_info(spec, f"StatefulPartitionedCall:{index}"))
+    """Every signature with the tensor names TF Serving shows (as on /v1)."""
     signature_map = get_model_metadata_pb2.SignatureDefMap()
-    signature_map.signature_def[SERVING_SIGNATURE].CopyFrom(signature)
+    for key, signature in metadata.signatures.items():
+        signature_map.signature_def[key].CopyFrom(_signature_def(signature))
     return signature_map
 
 

@@ -1,0 +1,69 @@
+"""One repository of test-built models (`tests.signatures.models`), served two ways.
+
+- `app_client`: the app in this process (Starlette's TestClient: httpx over ASGI, lifespan
+  run, so the models really load and the batcher really runs), for everything HTTP-only;
+- `live`: a real `python -m app` with a gRPC port, for the clients that need sockets
+  (tritonclient.http, tritonclient.grpc, TF Serving's gRPC stubs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.grpc.conftest import wait_for_grpc
+from tests.live_server import LiveServer, free_port, live_server
+from tests.signatures.models import export_all
+
+GRPC_START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 120.0
+
+
+@pytest.fixture(scope="session")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_all(tmp_path_factory.mktemp("signatures") / "models")
+
+
+@pytest.fixture(scope="module")
+def app_client(repository: Path) -> Iterator[TestClient]:
+    from app.main import create_app
+    from app.settings import Settings
+
+    app = create_app(
+        Settings(model_repository=repository, device="cpu", poll_interval=0, grpc_port=0)
+    )
+    with TestClient(app, raise_server_exceptions=False) as client:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while client.get("/v2/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the test models did not load"
+            time.sleep(0.1)
+        yield client
+
+
+@dataclass(frozen=True)
+class Live:
+    server: LiveServer
+    grpc_address: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def host_port(self) -> str:
+        return self.server.url.removeprefix("http://")
+
+
+@pytest.fixture(scope="session")
+def live(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    grpc_port = free_port()
+    args = ["--device", "cpu", "--grpc-port", str(grpc_port), "--log-level", "warning"]
+    with live_server(repository, tmp_path_factory.mktemp("signature-logs"), args) as server:
+        address = f"127.0.0.1:{grpc_port}"
+        wait_for_grpc(address, GRPC_START_TIMEOUT_S, server)
+        yield Live(server, address)
