@@ -316,8 +316,11 @@ def _concrete_shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
 
 
 # What TensorFlow wraps around the one line that says what was wrong with the values: the
-# "Graph execution error:" heading, the Python stack the op was defined at, the node name.
-_TF_NOISE = re.compile(r"^(Graph execution error:|Detected at node |File \"|\[\[|\{\{)")
+# "Graph execution error:" heading, the Python stack the op was defined at (a loaded SavedModel
+# says "<stack traces unavailable>" instead), the node name.
+_TF_NOISE = re.compile(
+    r"^(Graph execution error:|Detected at node |File \"|<stack traces unavailable>|\[\[|\{\{)"
+)
 _TF_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
 MAX_TF_ERROR_CHARS = 300
 

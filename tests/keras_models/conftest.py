@@ -27,6 +27,7 @@ LOAD_TIMEOUT_S = 120.0
 CUSTOM_MODULE = "kerasserve_test_custom_layers"
 ORPHAN_MODULE = "kerasserve_test_orphan_layers"
 EMBEDDING_ROWS = 10
+EXPORTED = "exported"
 
 _LAYER_SOURCE = """
 import keras
@@ -132,7 +133,8 @@ def build_lambda() -> Any:
 @pytest.fixture(scope="session")
 def keras_repository(tmp_path_factory: pytest.TempPathFactory) -> KerasRepository:
     """pair (two inputs, two outputs), custom (registered layer), embed (Embedding), lam
-    (Lambda) and orphan (a layer nobody registers at serving time)."""
+    (Lambda), orphan (a layer nobody registers at serving time) and exported (embed as a
+    SavedModel written by Keras' `model.export`)."""
     import keras
 
     repository = tmp_path_factory.mktemp("keras-repository")
@@ -148,6 +150,7 @@ def keras_repository(tmp_path_factory: pytest.TempPathFactory) -> KerasRepositor
     for name, model in models.items():
         _save(model, repository, name)
     _save(orphan_model, repository, "orphan")
+    models["embed"].export(str(repository / EXPORTED / "1"), verbose=False)
     _forget(CUSTOM_MODULE, "kerasserve_tests>Offset")
     _forget(ORPHAN_MODULE, "kerasserve_orphans>NobodyRegistersMe")
     return KerasRepository(repository, models, modules)

@@ -19,6 +19,7 @@ import tritonclient.http as triton
 from tests.keras_models.conftest import (
     CUSTOM_MODULE,
     EMBEDDING_ROWS,
+    EXPORTED,
     KerasRepository,
     in_process,
 )
@@ -173,6 +174,27 @@ async def test_embedding_index_out_of_range_is_a_400_naming_input_and_range(
         error = answer.json()["error"]
         assert "'tokens'" in error and f"[0, {EMBEDDING_ROWS})" in error and str(bad) in error
         assert "Graph execution error" not in error
+
+
+async def test_a_savedmodel_rejecting_values_answers_a_readable_400(
+    client: httpx.AsyncClient, keras_repository: KerasRepository
+) -> None:
+    """The same Embedding model exported as a SavedModel: nothing tells the server its input
+    holds indices, so TensorFlow refuses the value; the 400 carries TensorFlow's line about it."""
+    tokens = np.array([[0, 3, 9, 1]], np.int64)
+    answer = await client.post(
+        f"/v1/models/{EXPORTED}:predict", json={"instances": tokens.tolist()}
+    )
+    assert answer.status_code == 200, answer.text
+    want = keras_repository.reference("embed", {"tokens": tokens})["logits"]
+    np.testing.assert_allclose(answer.json()["predictions"], want, atol=TOLERANCE)
+    for path in (f"/v1/models/{EXPORTED}:predict", "/v1/models/embed:predict"):
+        answer = await client.post(path, json={"instances": [[0, 1, 2, 12]]})
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert "12" in error and "[0, 10)" in error, error
+        assert "Graph execution error" not in error and "File " not in error, error
+        assert str(keras_repository.path) not in error and ".py" not in error, error
 
 
 async def test_lambda_is_refused_by_default_naming_the_option(client: httpx.AsyncClient) -> None:
