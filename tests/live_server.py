@@ -83,7 +83,8 @@ def wait_until_loaded(
     """Poll TF Serving's status route until every version of every model has settled
     (`headers`: an `Authorization` for a server started with API tokens)."""
     deadline = time.monotonic() + timeout_s
-    pending = list(models)
+    # With no model folders, wait for the server to answer at all (its liveness route).
+    pending: list[str | None] = [*models] or [None]
     with httpx.Client(base_url=server.url, timeout=5.0, headers=headers) as client:
         while pending:
             if not server.is_running():
@@ -95,14 +96,18 @@ def wait_until_loaded(
                 raise TimeoutError(
                     f"models {pending} not loaded after {timeout_s} s:\n{server.log()[-4000:]}"
                 )
+            route = "/v2/health/live" if pending[0] is None else f"/v1/models/{pending[0]}"
             try:
-                status = client.get(f"/v1/models/{pending[0]}")
+                status = client.get(route)
             except httpx.TransportError:
                 status = None
             if (
                 status is not None
                 and status.status_code == 200
-                and all(v["state"] in SETTLED_STATES for v in status.json()["model_version_status"])
+                and all(
+                    v["state"] in SETTLED_STATES
+                    for v in status.json().get("model_version_status", [])
+                )
             ):
                 pending.pop(0)
             else:

@@ -1,13 +1,16 @@
-"""Command line: `python -m training {mnist,deskew,ocr} [options]` and `... inspect PATH`.
+"""Command line: `python -m training {mnist,deskew,ocr} [options]`, `... inspect PATH` and
+`... publish SOURCE --name NAME`.
 
-A thin layer: it parses flags into a `TrainingJob` (or an inspect path) and hands over to
-`training.fit` / `training.inspect`. Expected failures (no GPU, missing data, version taken) end
-with one clear line on stderr and exit status 2 instead of a traceback.
+A thin layer: it parses flags into a `TrainingJob` (or an inspect path, or an `ExternalModel`)
+and hands over to `training.fit` / `training.inspect` / `training.publish_external`. Expected
+failures (no GPU, missing data, version taken, a model that does not load) end with one clear
+line on stderr and exit status 2 instead of a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -26,13 +29,57 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m training", description="Train a model and publish it into models/."
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{mnist,deskew,ocr,inspect}"
+        dest="command", required=True, metavar="{mnist,deskew,ocr,inspect,publish}"
     )
     for name in MODEL_NAMES:
         _add_training_options(commands.add_parser(name, help=f"train and publish {name}"))
     inspect = commands.add_parser("inspect", help="describe a published version")
     inspect.add_argument("path", type=Path, help="models/<name>/<version>")
+    _add_publish_options(
+        commands.add_parser(
+            "publish",
+            help="publish a .keras file or a SavedModel folder made elsewhere",
+            description="Validate that the server loads SOURCE and that it answers a generated "
+            "input, then publish it atomically as the next version of NAME.",
+        )
+    )
     return parser
+
+
+def _add_publish_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", type=Path, help="a .keras file or a SavedModel folder")
+    parser.add_argument("--name", required=True, help="the model's name in the repository")
+    parser.add_argument("--repository", type=Path, default=Path("models"))
+    parser.add_argument("--version", type=_positive, help="default: highest + 1")
+    parser.add_argument(
+        "--metadata",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help='a JSON object kept under "user" in metadata.json',
+    )
+    parser.add_argument(
+        "--custom-objects-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (which registers Keras custom objects) before loading; repeatable",
+    )
+    parser.add_argument(
+        "--allow-unsafe-deserialization",
+        action="store_true",
+        help="load Keras Lambda layers holding Python bytecode (only for archives you trust)",
+    )
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +167,15 @@ def main(argv: list[str] | None = None) -> int:
             from training.inspect import describe_version
 
             print(describe_version(args.path))
+            return 0
+        if args.command == "publish":
+            from training.publish_external import (
+                client_instructions,
+                publish_external,
+                request_from_args,
+            )
+
+            print(client_instructions(publish_external(request_from_args(args))))
             return 0
         from training.fit import run
 

@@ -8,6 +8,7 @@ Cold, this takes a few minutes (the TensorFlow layer); with the cache it is most
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -43,8 +44,24 @@ TRAIN = (
     "--steps-per-epoch 2 --quiet"
 )
 MODEL_STATUS = "curl -s localhost:8000/v1/models/mnist"
+PUBLISH = (
+    'docker compose --profile train run --rm -v "$PWD/models/mnist/1:/incoming/mnist:ro" '
+    "trainer publish /incoming/mnist --name digits --repository /models"
+)
+PUBLISHED_STATUS = "curl -s localhost:8000/v1/models/digits"
 DOWN = "docker compose down -v"
-SCENARIO_COMMANDS = (BUILD, UP, READY, PREDICT_TFSERVING, PREDICT_V2, TRAIN, MODEL_STATUS, DOWN)
+SCENARIO_COMMANDS = (
+    BUILD,
+    UP,
+    READY,
+    PREDICT_TFSERVING,
+    PREDICT_V2,
+    TRAIN,
+    MODEL_STATUS,
+    PUBLISH,
+    PUBLISHED_STATUS,
+    DOWN,
+)
 
 IMAGE = "kerasserve:latest"
 MODEL_VOLUME = "kerasserve_models"
@@ -234,8 +251,8 @@ def test_predict_with_kserve_v2(runner: ReadmeRunner, stack: str) -> None:
     assert outputs["class_id"]["shape"] == [1]
 
 
-def _versions(runner: ReadmeRunner) -> dict[str, str]:
-    status = json.loads(runner.run(MODEL_STATUS, timeout=30).stdout)
+def _versions(runner: ReadmeRunner, status_command: str = MODEL_STATUS) -> dict[str, str]:
+    status = json.loads(runner.run(status_command, timeout=30).stdout)
     assert "model_version_status" in status, status
     return {entry["version"]: entry["state"] for entry in status["model_version_status"]}
 
@@ -264,6 +281,26 @@ def test_trainer_publishes_a_version_the_running_server_serves(
         json=json.loads((REPO_ROOT / "deploy/examples/mnist-v2.json").read_text()),
     )
     assert answered.status_code == 200, answered.text
+
+
+def test_trainer_publishes_a_model_made_elsewhere_that_the_running_server_serves(
+    runner: ReadmeRunner, stack: str
+) -> None:
+    published = runner.run(PUBLISH, timeout=300)
+    assert "published digits version 1" in published.stdout, published.stdout + published.stderr
+    deadline, versions = time.monotonic() + RELOAD_WAIT_S, {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ValueError, AssertionError):  # 404 until the next poll
+            versions = _versions(runner, PUBLISHED_STATUS)
+        if versions.get("1") == "AVAILABLE":
+            break
+        time.sleep(2)
+    assert versions.get("1") == "AVAILABLE", versions
+    body = json.loads((REPO_ROOT / "deploy/examples/mnist-v2.json").read_text())
+    answered = httpx.post(f"{stack}/v2/models/digits/infer", timeout=30, json=body)
+    original = httpx.post(f"{stack}/v2/models/mnist/versions/1/infer", timeout=30, json=body)
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["outputs"] == original.json()["outputs"]
 
 
 def test_compose_down_removes_the_stack_and_volume(

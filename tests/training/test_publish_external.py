@@ -1,0 +1,166 @@
+"""`python -m training publish`: models made outside the project, published into a repository.
+
+The sources are built here (a SavedModel from a `tf.Module`); the CLI runs as a real subprocess,
+and the end-to-end case has a real server polling the repository while the CLI publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.live_server import REPO_ROOT, live_server
+
+POLL = ["--poll-interval", "0.2"]
+
+
+def run_publish(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "training", "publish", *map(str, args)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def save_affine(target: Path, slope: float = 0.5, offset: float = 2.0, fail_on_zero=False) -> Path:
+    """TF Serving's half_plus_two shape of model: y = slope * x + offset on float32 [N, 3]."""
+    import tensorflow as tf
+
+    class Affine(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            if fail_on_zero:  # a model that cannot answer the generated (zero) input
+                tf.debugging.assert_positive(x, message="x must be positive")
+            return {"y": slope * x + offset}
+
+    module = Affine()
+    tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve})
+    return target
+
+
+@pytest.fixture(scope="module")
+def affine_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_affine(tmp_path_factory.mktemp("source") / "affine")
+
+
+def test_publishes_a_savedmodel_with_its_metadata_and_tells_the_client_what_to_send(
+    affine_source: Path, tmp_path: Path
+) -> None:
+    repository = tmp_path / "models"
+    done = run_publish(
+        affine_source, "--name", "affine", "--repository", repository, "--metadata", '{"team": "x"}'
+    )
+    assert done.returncode == 0, done.stderr
+    version = repository / "affine" / "1"
+    assert (version / "saved_model.pb").is_file()
+    metadata = json.loads((version / "metadata.json").read_text())
+    assert metadata["name"] == "affine" and metadata["version"] == 1
+    assert metadata["source"]["format"] == "saved_model"
+    assert metadata["source"]["file"] == "affine"
+    assert len(metadata["source"]["sha256"]) == 64
+    assert metadata["user"] == {"team": "x"}
+    assert metadata["signature"] == {
+        "inputs": {"x": {"dtype": "float32", "shape": [-1, 3]}},
+        "outputs": {"y": {"dtype": "float32", "shape": [-1, 3]}},
+    }
+    assert str(tmp_path) not in json.dumps(metadata)  # no host path in what the server shows
+    assert "published affine version 1" in done.stdout
+    assert "x: float32 [-1, 3]" in done.stdout
+    assert '"datatype":"FP32","shape":[1,3],"data":[0.0,0.0,0.0]' in done.stdout
+    # The next publish of the same source is version 2; nothing hidden is left behind.
+    again = run_publish(affine_source, "--name", "affine", "--repository", repository)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in (repository / "affine").iterdir()) == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("not_a_model", "neither a .keras file nor a SavedModel folder"),
+        ("fails_on_input", "failed on a generated input"),
+        ("link_inside", "is not a regular file"),
+        ("bad_name", "model name '../up' must be"),
+        ("version_taken", "version 1 of 'affine' already exists"),
+    ],
+)
+def test_refuses_what_it_cannot_serve_and_leaves_nothing_behind(
+    case: str, message: str, affine_source: Path, tmp_path: Path
+) -> None:
+    repository = tmp_path / "models"
+    source, name, extra = affine_source, "affine", []
+    if case == "not_a_model":
+        source = tmp_path / "empty"
+        source.mkdir()
+    elif case == "fails_on_input":
+        source = save_affine(tmp_path / "picky", fail_on_zero=True)
+    elif case == "link_inside":
+        source = tmp_path / "linked"
+        subprocess.run(["cp", "-r", str(affine_source), str(source)], check=True)
+        (source / "assets").mkdir(exist_ok=True)
+        (source / "assets" / "passwd").symlink_to("/etc/passwd")
+    elif case == "bad_name":
+        name = "../up"
+    elif case == "version_taken":
+        (repository / "affine" / "1").mkdir(parents=True)
+        extra = ["--version", "1"]
+    done = run_publish(source, "--name", name, "--repository", repository, *extra)
+    assert done.returncode == 2
+    assert message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    leftovers = list(repository.rglob(".tmp-*")) if repository.exists() else []
+    assert leftovers == []
+    if case != "version_taken" and (repository / "affine").exists():
+        assert list((repository / "affine").iterdir()) == []
+
+
+def test_metadata_must_be_a_json_object(affine_source: Path, tmp_path: Path) -> None:
+    done = run_publish(affine_source, "--name", "a", "--repository", tmp_path, "--metadata", "[1]")
+    assert done.returncode == 2
+    assert "must be a JSON object" in done.stderr
+
+
+def test_a_polling_server_serves_the_published_version_without_a_restart(
+    affine_source: Path, tmp_path: Path
+) -> None:
+    repository = tmp_path / "models"
+    repository.mkdir()
+    with (
+        live_server(repository, tmp_path, POLL) as server,
+        httpx.Client(base_url=server.url, timeout=10.0) as client,
+    ):
+        assert client.get("/v2/models/affine/ready").status_code == 404
+        first = run_publish(affine_source, "--name", "affine", "--repository", repository)
+        assert first.returncode == 0, first.stderr
+        assert infer_when_ready(client, "affine", "1") == pytest.approx([2.5, 3.0, 3.5])
+        # A retrained model (another slope) becomes version 2 and answers in place of 1.
+        retrained = save_affine(tmp_path / "retrained", slope=2.0, offset=0.0)
+        second = run_publish(retrained, "--name", "affine", "--repository", repository)
+        assert second.returncode == 0, second.stderr
+        assert infer_when_ready(client, "affine", "2") == pytest.approx([2.0, 4.0, 6.0])
+        assert server.is_running()
+
+
+def infer_when_ready(client: httpx.Client, name: str, version: str) -> list[float]:
+    """Wait (bounded) for `version` to be ready, then ask it for y at x = [1, 2, 3]."""
+    deadline = time.monotonic() + 60
+    while client.get(f"/v2/models/{name}/versions/{version}/ready").status_code != 200:
+        assert time.monotonic() < deadline, f"{name} version {version} never became ready"
+        time.sleep(0.2)
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+    answer = client.post(f"/v2/models/{name}/infer", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model_version"] == version
+    (output,) = answer.json()["outputs"]
+    return list(np.asarray(output["data"], dtype=np.float32))
