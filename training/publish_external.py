@@ -20,13 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.keras_archive import KerasOptions
 from app.protocols.v2_codec import V2_NUMERIC_DTYPES, v2_datatype
+from app.repository import KERAS_ARCHIVE, SAVED_MODEL_FILES
 from training.publish import PublishError, StagedVersion, stage_version
 
-KERAS_ARCHIVE = "model.keras"
 # Above this many values per input the printed example is Python rather than a curl line.
 CURL_MAX_VALUES = 64
-SAVED_MODEL_PROTO = "saved_model.pb"
 # URL-safe and short: the name becomes a path segment of every protocol's routes.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -69,11 +69,11 @@ def source_kind(source: Path) -> str:
     """ "keras" for a Keras archive, "saved_model" for a SavedModel folder; else PublishError."""
     if source.is_file() and source.suffix == ".keras":
         return "keras"
-    if source.is_dir() and (source / SAVED_MODEL_PROTO).is_file():
+    if source.is_dir() and any((source / name).is_file() for name in SAVED_MODEL_FILES):
         return "saved_model"
     raise PublishError(
         f"{source} is neither a .keras file nor a SavedModel folder (one holding "
-        f"{SAVED_MODEL_PROTO})"
+        f"{' or '.join(SAVED_MODEL_FILES)})"
     )
 
 
@@ -137,7 +137,13 @@ def _validate(request: ExternalModel, staged: StagedVersion) -> dict[str, Any]:
     from app.servable import ModelLoadError, Servable
 
     try:
-        servable = Servable.load(request.name, staged.version, staged.path, warm_up=False)
+        options = KerasOptions(
+            custom_objects_modules=request.custom_object_modules,
+            allow_unsafe_deserialization=request.allow_unsafe_deserialization,
+        )
+        servable = Servable.load(
+            request.name, staged.version, staged.path, warm_up=False, keras_options=options
+        )
         for inputs in servable.warmup_inputs():
             servable.predict(inputs)
     except ModelLoadError as exc:
