@@ -57,7 +57,6 @@ class KerasServing:
 def load_keras_archive(path: Path, options: KerasOptions) -> KerasServing:
     """Load `path` (a `model.keras` file) and trace its serving function; `KerasLoadError`."""
     import keras
-    import tensorflow as tf
 
     for module in options.custom_objects_modules:
         try:
@@ -73,6 +72,15 @@ def load_keras_archive(path: Path, options: KerasOptions) -> KerasServing:
             )
         except Exception as exc:
             raise KerasLoadError(_load_failure(exc)) from exc
+        return _serving(model)
+
+
+def _serving(model: Any) -> KerasServing:
+    """Trace the loaded model's call into its serving function (under the load lock: tracing
+    calls the model's layers, which read the same process-wide Keras state)."""
+    import keras
+    import tensorflow as tf
+
     if not isinstance(model, keras.Model) or not _has_graph(model):
         raise KerasLoadError(
             f"the archive holds a {type(model).__name__} without declared inputs (a subclassed "
