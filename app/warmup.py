@@ -6,10 +6,9 @@ version takes traffic (at most 1000 records). Each `predict_log.request.inputs` 
 `TensorProto`s becomes one warm-up call; classify/regress/multi-inference logs have no meaning
 for a `serving_default` predict signature and are refused.
 
-`tensorflow-serving-api` is not a dependency: its three messages are declared here from their
-field numbers (the wire format is all that matters), on top of TensorFlow's own `TensorProto`.
-`build_warmup_record` writes the same format (tests, and users without TF Serving's tools).
-Without the file, `app.servable` warms up with generated inputs.
+The records are read with TF Serving's own `prediction_log_pb2` (`tensorflow-serving-api`, a
+dependency for the gRPC adapters); `write_warmup_file` writes them with it too (tests, and users
+without TF Serving's tools). Without the file, `app.servable` warms up with generated inputs.
 
 The read is bounded before anything is allocated (`WarmupLimits`: file size and record count,
 `--warmup-max-bytes` / `--warmup-max-records`): the file size is checked first, then every
@@ -26,7 +25,6 @@ import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -39,8 +37,6 @@ MAX_WARMUP_BYTES = 64 * 1024 * 1024
 _RECORD_HEADER = struct.Struct("<QI")  # length, masked CRC32C of the length
 _RECORD_FOOTER_BYTES = 4  # masked CRC32C of the data
 _FILE_NAME = f"{WARMUP_DIR}/{WARMUP_FILE}"
-_PACKAGE = "kerasserve.warmup"
-_PREDICT_LOG_FIELD = 6  # PredictionLog.predict_log; 2-5 and 7 are the other log kinds
 
 
 class WarmupFileError(ValueError):
@@ -59,66 +55,6 @@ def warmup_file(version_path: Path) -> Path:
     return version_path / WARMUP_DIR / WARMUP_FILE
 
 
-def _message_classes() -> tuple[Any, Any]:
-    """PredictionLog and PredictRequest classes, declared once in protobuf's default pool."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-    from tensorflow.core.framework import tensor_pb2
-
-    pool = descriptor_pool.Default()
-    try:
-        log_descriptor = pool.FindMessageTypeByName(f"{_PACKAGE}.PredictionLog")
-    except KeyError:
-        proto = descriptor_pb2.FileDescriptorProto(
-            name="kerasserve/warmup_prediction_log.proto",
-            package=_PACKAGE,
-            syntax="proto3",
-            dependency=[tensor_pb2.DESCRIPTOR.name],
-        )
-        field = descriptor_pb2.FieldDescriptorProto
-        optional, repeated = field.LABEL_OPTIONAL, field.LABEL_REPEATED
-        request = proto.message_type.add(name="PredictRequest")
-        entry = request.nested_type.add(name="InputsEntry")
-        entry.options.map_entry = True
-        entry.field.add(name="key", number=1, label=optional, type=field.TYPE_STRING)
-        entry.field.add(
-            name="value",
-            number=2,
-            label=optional,
-            type=field.TYPE_MESSAGE,
-            type_name=".tensorflow.TensorProto",
-        )
-        request.field.add(
-            name="inputs",
-            number=2,
-            label=repeated,
-            type=field.TYPE_MESSAGE,
-            type_name=f".{_PACKAGE}.PredictRequest.InputsEntry",
-        )
-        predict_log = proto.message_type.add(name="PredictLog")
-        predict_log.field.add(
-            name="request",
-            number=1,
-            label=optional,
-            type=field.TYPE_MESSAGE,
-            type_name=f".{_PACKAGE}.PredictRequest",
-        )
-        log = proto.message_type.add(name="PredictionLog")
-        log.field.add(
-            name="predict_log",
-            number=_PREDICT_LOG_FIELD,
-            label=optional,
-            type=field.TYPE_MESSAGE,
-            type_name=f".{_PACKAGE}.PredictLog",
-        )
-        pool.Add(proto)
-        log_descriptor = pool.FindMessageTypeByName(f"{_PACKAGE}.PredictionLog")
-    request_descriptor = pool.FindMessageTypeByName(f"{_PACKAGE}.PredictRequest")
-    return (
-        message_factory.GetMessageClass(log_descriptor),
-        message_factory.GetMessageClass(request_descriptor),
-    )
-
-
 def read_warmup_requests(
     version_path: Path, limits: WarmupLimits | None = None
 ) -> list[dict[str, np.ndarray]] | None:
@@ -135,12 +71,12 @@ def read_warmup_requests(
         raise WarmupFileError(f"{_FILE_NAME} is not a regular file")
     check_record_framing(path, limits)
     import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
 
-    prediction_log_class, _ = _message_classes()
     requests: list[dict[str, np.ndarray]] = []
     try:
         for index, record in enumerate(tf.data.TFRecordDataset(str(path))):
-            log = prediction_log_class.FromString(record.numpy())
+            log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
             if not log.HasField("predict_log") or not log.predict_log.request.inputs:
                 raise WarmupFileError(
                     f"{_FILE_NAME}: record {index} is not a predict log with "
@@ -212,9 +148,9 @@ def check_record_framing(path: Path, limits: WarmupLimits) -> int:
 def build_warmup_record(inputs: dict[str, np.ndarray]) -> bytes:
     """One serialized PredictionLog whose predict request carries `inputs`."""
     import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
 
-    prediction_log_class, _ = _message_classes()
-    log = prediction_log_class()
+    log = prediction_log_pb2.PredictionLog()
     for key, value in inputs.items():
         log.predict_log.request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
     return log.SerializeToString()

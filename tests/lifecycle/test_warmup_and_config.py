@@ -124,6 +124,39 @@ def test_warmup_file_round_trips_in_tf_serving_format(tmp_path: Path) -> None:
         read_warmup_requests(tmp_path)
 
 
+def test_a_warmup_file_written_with_tf_servings_own_messages_is_replayed(tmp_path: Path) -> None:
+    """Written as TF Serving's documentation shows (its `prediction_log_pb2`), not by app code."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        model_pb2,
+        predict_pb2,
+        prediction_log_pb2,
+    )
+
+    image = mnist_image(3, seed=5)
+    request = predict_pb2.PredictRequest(
+        model_spec=model_pb2.ModelSpec(name="mnist", signature_name="serving_default"),
+        inputs={"image": tf.make_tensor_proto(image)},
+    )
+    path = warmup_file(tmp_path)
+    path.parent.mkdir()
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        log = prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)
+        )
+        writer.write(log.SerializeToString())
+    (replayed,) = read_warmup_requests(tmp_path) or []
+    np.testing.assert_array_equal(replayed["image"], image)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        classify = prediction_log_pb2.ClassifyLog(
+            request=classification_pb2.ClassificationRequest()
+        )
+        writer.write(prediction_log_pb2.PredictionLog(classify_log=classify).SerializeToString())
+    with pytest.raises(WarmupFileError, match="only predict warm-up requests are supported"):
+        read_warmup_requests(tmp_path)
+
+
 def test_warmup_requests_are_replayed_before_a_version_serves(
     repository: Path, start_server, mnist_version_source: Path
 ) -> None:
