@@ -382,8 +382,8 @@ def validate_inputs(
 
 def check_indices(model: str, spec: TensorSpec, array: np.ndarray) -> None:
     """An input that feeds an Embedding holds row indices: each in `[0, index_limit)`, checked
-    here because TensorFlow's answer to one outside is an opaque error, or on a CPU for a
-    negative index, a silently wrong number."""
+    here because the graph wraps a negative index around to row `index_limit + i` (a silently
+    wrong answer) and answers one past the end with an opaque error."""
     if not array.size or spec.index_limit is None:
         return
     low, high = array.min(), array.max()

@@ -9,8 +9,8 @@ under 1 ms for the graph).
 
 Loading also reads the Keras graph for what a SavedModel no longer says: which integer inputs
 feed an `Embedding` directly, so the data plane can refuse an index outside `[0, input_dim)`
-before TensorFlow sees it (on a CPU a negative index gave a silently wrong answer, on a GPU an
-out-of-range one gives zeros).
+before TensorFlow sees it: the traced `Embedding` wraps a negative index around numpy-style
+(row `input_dim + i`, a silently wrong answer), and one past the end is an opaque graph error.
 """
 
 from __future__ import annotations
