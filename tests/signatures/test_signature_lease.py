@@ -79,3 +79,30 @@ def test_unloading_closes_the_signature_runner(tmp_path: Path) -> None:
         await registry.close(1.0)
 
     asyncio.run(scenario())
+
+
+def test_warm_up_calls_every_signature_once(tmp_path: Path) -> None:
+    """The first request to a signature does not pay its set-up: warm-up called it already (a
+    signature that counts its calls answers 2 to the first request)."""
+    from app.servable import Servable
+
+    class Counting(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = tf.Variable(0, dtype=tf.int64)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": x}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def count(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"calls": tf.fill(tf.shape(x), self.calls.assign_add(1))}
+
+    module = Counting()
+    path = tmp_path / "counting" / "1"
+    tf.saved_model.save(
+        module, str(path), signatures={"serving_default": module.serve, "count": module.count}
+    )
+    servable = Servable.load("counting", 1, path)
+    assert servable.predict({"x": np.zeros(1, np.float32)}, "count")["calls"].tolist() == [2]
