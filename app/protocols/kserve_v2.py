@@ -68,7 +68,9 @@ _INFER_BODY: dict[str, Any] = {
     "description": (
         "A v2 inference request. With the binary tensor data extension the JSON header is "
         f"followed by raw little-endian tensor bytes, `{HEADER_LENGTH_HEADER}` gives the "
-        "header's length and each binary input has `parameters.binary_data_size`."
+        "header's length and each binary input has `parameters.binary_data_size`. "
+        "`parameters.signature_name` (request level) runs another signature of the model than "
+        "`serving_default` (the model metadata's `signatures` lists them)."
     ),
     "content": {
         "application/json": {"schema": {"type": "object"}, "example": _INFER_EXAMPLE},
