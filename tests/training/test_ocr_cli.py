@@ -6,8 +6,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
+from tests.live_server import REPO_ROOT
 from tests.training.conftest import TINY_RUN, assert_succeeded, run_cli
 from training import publish
 
@@ -42,3 +44,45 @@ def test_tiny_ocr_run_publishes_a_decoding_version(tmp_path: Path) -> None:
     assert outputs["text"].shape == (70,)
     assert outputs["probabilities"].shape == (70, math.ceil(101 / 4), 11)
     assert np.all(outputs["confidence"].numpy() > 0)
+
+
+def test_a_beam_search_run_through_the_cli_is_served(tmp_path: Path) -> None:
+    """`--beam-width 4` from the command line, then the published version over HTTP: the task
+    endpoint reads a picture, and v2 answers what TensorFlow answers for the same strip."""
+    import asyncio
+
+    from tests.in_process import in_process
+
+    result = run_cli("ocr", *TINY_RUN, "--beam-width", "4", "--repository", str(tmp_path))
+    assert_succeeded(result)
+    version_dir = tmp_path / "ocr" / "1"
+    decoder = publish.read_metadata(version_dir)["decoder"]
+    assert (decoder["type"], decoder["beam_width"]) == ("beam_search", 4)
+    strip = np.random.default_rng(3).random((1, 28, 84, 1), dtype=np.float32)
+    expected = publish.load_serving_function(version_dir)(image=tf.constant(strip))
+
+    async def served() -> tuple[dict, dict]:
+        async with in_process(tmp_path) as client:
+            picture = (REPO_ROOT / "examples" / "digits-11745.png").read_bytes()
+            task = await client.post(
+                "/tasks/read-digits", content=picture, headers={"Content-Type": "image/png"}
+            )
+            body = {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "datatype": "FP32",
+                        "shape": [1, 28, 84, 1],
+                        "data": strip.ravel().tolist(),
+                    }
+                ]
+            }
+            infer = await client.post("/v2/models/ocr/infer", json=body)
+            assert task.status_code == 200 and infer.status_code == 200, (task.text, infer.text)
+            return task.json(), infer.json()
+
+    task, infer = asyncio.run(served())
+    assert set(task["text"]) <= set("0123456789") and 0.0 <= task["confidence"] <= 1.0
+    outputs = {output["name"]: output["data"] for output in infer["outputs"]}
+    assert outputs["text"] == [expected["text"].numpy()[0].decode()]
+    assert outputs["confidence"] == pytest.approx(expected["confidence"].numpy().tolist(), abs=1e-5)
