@@ -100,5 +100,13 @@ def examples_from_body(body: Any, limits: ExampleLimits) -> tuple[list[Any], Any
 
 
 def _type(value: Any) -> str:
-    names: dict[type, str] = {dict: "object", list: "list", str: "string"}
+    names: dict[type, str] = {
+        dict: "object",
+        list: "list",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)

@@ -222,6 +222,12 @@ def test_regress_with_a_context_and_int64_features(app_client: TestClient) -> No
             "serving signature name 'nope' not found",
         ),
         ("/v1/models/half_plus_two:regress", {"examples": []}, "non-empty list"),
+        ("/v1/models/half_plus_two:regress", None, "must be a JSON object, got null"),
+        (
+            "/v1/models/half_plus_two:classify",
+            {"signature_name": "classify_x_to_y", "examples": [{"y": 1.0}]},
+            "Feature: x (data type: float) is required but could not be found",
+        ),
         (
             "/v1/models/half_plus_two:regress",
             {"examples": [[1.0]]},
