@@ -390,7 +390,8 @@ def check_indices(model: str, spec: TensorSpec, array: np.ndarray) -> None:
     if low < 0 or high >= spec.index_limit:
         bad = low if low < 0 else high
         raise InvalidInput(
-            f"{model} input {spec.name!r} feeds an Embedding of {spec.index_limit} rows: "
+            f"{model} input {spec.name!r} indexes the rows of a table of {spec.index_limit} "
+            f"(an Embedding): "
             f"its values must be in [0, {spec.index_limit}), got {int(bad)}"
         )
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import InvalidInput
+from app.gather_indices import gather_index_limits
 from app.keras_archive import KerasLoadError, KerasOptions, load_keras_archive
 from app.redaction import public_text
 from app.repository import KERAS_ARCHIVE, check_version_files, read_metadata
@@ -232,6 +233,7 @@ class Servable:
             saved_model,
             signatures[SERVING_SIGNATURE],
             warmup_limits,
+            index_limits=_saved_model_index_limits(name, version, saved_model, signatures),
             other_functions=dict(signatures),
             signature_defs=read_signature_defs(path),
         )
@@ -328,6 +330,25 @@ def _concrete_shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
     if spec.shape and spec.shape[0] is None:
         dims[0] = batch
     return tuple(dims)
+
+
+def _saved_model_index_limits(
+    name: str, version: int, saved_model: Any, signatures: Any
+) -> dict[str, int]:
+    """Integer inputs of `serving_default` that index a variable's rows (`app.gather_indices`).
+    Reading the graph is best effort: if it fails, the version serves without the check."""
+    function = signatures[SERVING_SIGNATURE]
+    try:
+        limits = gather_index_limits(function, getattr(saved_model, "variables", ()))
+        _, keyword_specs = function.structured_input_signature
+    except Exception:  # an unusual graph must not stop a model that TensorFlow loaded
+        log.warning("%s version %d: index inputs not found in the graph", name, version)
+        return {}
+    return {
+        key: limit
+        for key, limit in limits.items()
+        if key in keyword_specs and keyword_specs[key].dtype.is_integer
+    }
 
 
 # What TensorFlow wraps around the one line that says what was wrong with the values: the

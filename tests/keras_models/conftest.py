@@ -28,6 +28,8 @@ CUSTOM_MODULE = "kerasserve_test_custom_layers"
 ORPHAN_MODULE = "kerasserve_test_orphan_layers"
 EMBEDDING_ROWS = 10
 EXPORTED = "exported"
+MODULE = "module"
+MODULE_ROWS = 7
 
 _LAYER_SOURCE = """
 import keras
@@ -130,6 +132,32 @@ def build_lambda() -> Any:
     return keras.Model(x, keras.layers.Lambda(lambda t: t * 2.0 + 1.0, name="doubled")(x))
 
 
+def _save_module(path: Path) -> None:
+    """A SavedModel written by plain TensorFlow: `ids` gather rows of a variable (TensorFlow's
+    ResourceGather, not Keras'), `amount` must not be negative (a value TensorFlow refuses)."""
+    import tensorflow as tf
+
+    class Lookup(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = tf.Variable(
+                tf.reshape(tf.range(MODULE_ROWS * 2, dtype=tf.float32), [-1, 2])
+            )
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.int32, name="ids"),
+                tf.TensorSpec([None], tf.float32, name="amount"),
+            ]
+        )
+        def serve(self, ids: Any, amount: Any) -> dict[str, Any]:
+            tf.debugging.assert_non_negative(amount, message="amount must not be negative")
+            return {"rows": tf.gather(self.table, ids), "doubled": amount * 2.0}
+
+    module = Lookup()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+
+
 @pytest.fixture(scope="session")
 def keras_repository(tmp_path_factory: pytest.TempPathFactory) -> KerasRepository:
     """pair (two inputs, two outputs), custom (registered layer), embed (Embedding), lam
@@ -151,6 +179,7 @@ def keras_repository(tmp_path_factory: pytest.TempPathFactory) -> KerasRepositor
         _save(model, repository, name)
     _save(orphan_model, repository, "orphan")
     models["embed"].export(str(repository / EXPORTED / "1"), verbose=False)
+    _save_module(repository / MODULE / "1")
     _forget(CUSTOM_MODULE, "kerasserve_tests>Offset")
     _forget(ORPHAN_MODULE, "kerasserve_orphans>NobodyRegistersMe")
     return KerasRepository(repository, models, modules)

@@ -20,6 +20,8 @@ from tests.keras_models.conftest import (
     CUSTOM_MODULE,
     EMBEDDING_ROWS,
     EXPORTED,
+    MODULE,
+    MODULE_ROWS,
     KerasRepository,
     in_process,
 )
@@ -176,11 +178,12 @@ async def test_embedding_index_out_of_range_is_a_400_naming_input_and_range(
         assert "Graph execution error" not in error
 
 
-async def test_a_savedmodel_rejecting_values_answers_a_readable_400(
-    client: httpx.AsyncClient, keras_repository: KerasRepository
+@pytest.mark.parametrize("bad", [12, -5])
+async def test_the_embedding_exported_as_a_savedmodel_is_bounded_too(
+    client: httpx.AsyncClient, keras_repository: KerasRepository, bad: int
 ) -> None:
-    """The same Embedding model exported as a SavedModel: nothing tells the server its input
-    holds indices, so TensorFlow refuses the value; the 400 carries TensorFlow's line about it."""
+    """The same Embedding model written by Keras' `model.export`: the graph's gather is found at
+    load time, so -5 (which the graph would wrap to row 5) and 12 are refused alike."""
     tokens = np.array([[0, 3, 9, 1]], np.int64)
     answer = await client.post(
         f"/v1/models/{EXPORTED}:predict", json={"instances": tokens.tolist()}
@@ -188,13 +191,38 @@ async def test_a_savedmodel_rejecting_values_answers_a_readable_400(
     assert answer.status_code == 200, answer.text
     want = keras_repository.reference("embed", {"tokens": tokens})["logits"]
     np.testing.assert_allclose(answer.json()["predictions"], want, atol=TOLERANCE)
-    for path in (f"/v1/models/{EXPORTED}:predict", "/v1/models/embed:predict"):
-        answer = await client.post(path, json={"instances": [[0, 1, 2, 12]]})
+    answer = await client.post(
+        f"/v1/models/{EXPORTED}:predict", json={"instances": [[0, 1, 2, bad]]}
+    )
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert "'tokens'" in error and "[0, 10)" in error and str(bad) in error, error
+
+
+async def test_a_plain_tensorflow_savedmodel_gather_and_value_errors_are_readable_400s(
+    client: httpx.AsyncClient, keras_repository: KerasRepository
+) -> None:
+    """A tf.Module's `tf.gather` on a variable is bounded like an Embedding; a value TensorFlow
+    itself refuses (a failed assertion in the graph) is a 400 with TensorFlow's line about it."""
+    good = {"inputs": {"ids": [0, MODULE_ROWS - 1], "amount": [1.5, 2.0]}}
+    answer = await client.post(f"/v1/models/{MODULE}:predict", json=good)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"]["rows"] == [[0.0, 1.0], [12.0, 13.0]]
+    assert answer.json()["outputs"]["doubled"] == [3.0, 4.0]
+    for ids in ([0, MODULE_ROWS], [-1, 0]):
+        answer = await client.post(
+            f"/v1/models/{MODULE}:predict", json={"inputs": {"ids": ids, "amount": [1.0, 2.0]}}
+        )
         assert answer.status_code == 400, answer.text
-        error = answer.json()["error"]
-        assert "12" in error and "[0, 10)" in error, error
-        assert "Graph execution error" not in error and "File " not in error, error
-        assert str(keras_repository.path) not in error and ".py" not in error, error
+        assert f"[0, {MODULE_ROWS})" in answer.json()["error"]
+    answer = await client.post(
+        f"/v1/models/{MODULE}:predict", json={"inputs": {"ids": [0, 1], "amount": [1.0, -7.0]}}
+    )
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert "amount must not be negative" in error, error
+    assert "Graph execution error" not in error and "File " not in error, error
+    assert str(keras_repository.path) not in error and ".py" not in error, error
 
 
 async def test_lambda_is_refused_by_default_naming_the_option(client: httpx.AsyncClient) -> None:
