@@ -7,10 +7,10 @@ From then on `app.servable.Servable` treats it exactly like a SavedModel's `serv
 the request path calls the traced graph, never `model.predict` (about 50 ms a call here against
 under 1 ms for the graph).
 
-Loading also reads the Keras graph for what a SavedModel no longer says: which integer inputs
-feed an `Embedding` directly, so the data plane can refuse an index outside `[0, input_dim)`
-before TensorFlow sees it: the traced `Embedding` wraps a negative index around numpy-style
-(row `input_dim + i`, a silently wrong answer), and one past the end is an opaque graph error.
+Loading also reads the Keras graph for which integer inputs feed an `Embedding` directly, so the
+data plane can refuse an index outside `[0, input_dim)` before TensorFlow sees it: the traced
+`Embedding` wraps a negative index around numpy-style (row `input_dim + i`, a silently wrong
+answer), and one past the end is an opaque graph error.
 """
 
 from __future__ import annotations
