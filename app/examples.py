@@ -77,14 +77,23 @@ class Classifications:
     labels: list[list[str]] | None
     scores: np.ndarray | None  # float32 [batch, classes], numpy so JSON keeps float32's digits
 
+    @property
+    def rows(self) -> int:
+        """The number of examples."""
+        found = self.labels if self.labels is not None else self.scores
+        return 0 if found is None else len(found)
+
     def pairs(self, row: int) -> list[tuple[str, Any]]:
-        count = len(self.labels[row]) if self.labels is not None else len(self.scores[row])  # type: ignore[index]
+        """(label, score) per class of one example."""
+        labels = self.labels[row] if self.labels is not None else None
+        scores = self.scores[row] if self.scores is not None else None
+        width = len(labels) if labels is not None else 0 if scores is None else len(scores)
         return [
             (
-                self.labels[row][k] if self.labels is not None else "",
-                self.scores[row][k] if self.scores is not None else np.float32(0.0),
+                labels[k] if labels is not None else "",
+                scores[k] if scores is not None else np.float32(0.0),
             )
-            for k in range(count)
+            for k in range(width)
         ]
 
 

@@ -1,10 +1,12 @@
 """TensorFlow Serving's REST API (`/v1/...`): same paths, same JSON, so TF Serving clients work.
 
 Request bodies: the row format (`{"instances": [...]}` -> `{"predictions": [...]}`) and the
-columnar format (`{"inputs": ...}` -> `{"outputs": ...}`), optional `signature_name`, binary
-values as `{"b64": "..."}`. String outputs come back as JSON strings (UTF-8), or as
-`{"b64": ...}` when the output's name ends in `_bytes`, as in TF Serving. Lists become arrays
-with one `np.asarray` per input; arrays go out through orjson without per-element Python.
+columnar format (`{"inputs": ...}` -> `{"outputs": ...}`), optional `signature_name` (any
+signature of the version), binary values as `{"b64": "..."}` (either base64 alphabet). String
+outputs come back as JSON strings (UTF-8), or as `{"b64": ...}` when the output's name ends in
+`_bytes`, as in TF Serving. Lists become arrays with one `np.asarray` per input; arrays go out
+through orjson without per-element Python. `:classify` and `:regress` take TF Serving's
+`tf.Example` JSON (`app.protocols.tf_example_json`) and answer `{"results": ...}`.
 
 The hot path: a body whose `instances` (or unnamed `inputs`) is a rectangular array of numbers
 is decoded by `app.protocols.numeric_json` without a Python object per element; the predict
@@ -241,8 +243,7 @@ async def regress(request: Request) -> Response:
 
 
 def _classification_rows(found: Classifications) -> list[list[list[Any]]]:
-    count = len(found.labels) if found.labels is not None else len(found.scores)  # type: ignore[arg-type]
-    return [[[label, score] for label, score in found.pairs(row)] for row in range(count)]
+    return [[[label, score] for label, score in found.pairs(row)] for row in range(found.rows)]
 
 
 def _signature_name(body: Any) -> str | None:

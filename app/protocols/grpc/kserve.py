@@ -1,9 +1,12 @@
 """`inference.GRPCInferenceService`: KServe v2 / Open Inference Protocol over gRPC.
 
 The service definition is Triton's `grpc_service.proto` as tritonclient ships it (the v2 protocol
-plus Triton's extensions). Implemented: health, metadata, inference, the model configuration
-(what perf_analyzer reads) and the model repository extension (admin token). Shared memory,
-statistics, tracing, log settings and streaming answer UNIMPLEMENTED with the reason.
+plus Triton's extensions). Implemented: health, metadata, inference (a `signature_name` string
+parameter runs another signature than `serving_default`; `ModelMetadataResponse` has no field for
+the list of signatures, which TF Serving's `GetModelMetadata` on the same port gives), the model
+configuration (what perf_analyzer reads) and the model repository extension (admin token).
+Shared memory, statistics, tracing, log settings and streaming answer UNIMPLEMENTED with the
+reason.
 
 Access levels are those of the HTTP routes: server live/ready are open (`/v2/health/*`), the
 repository extension needs the admin token (`/v2/repository/*`), everything else an API token.
