@@ -3,8 +3,8 @@
 A SavedModel keeps no Keras layers, only the graph, so this reads the graph at load time: a
 `GatherV2` (or `ResourceGather`) whose indices are a signature input, reached through the ops
 Keras puts in between (`Cast`, `Identity`, and the `SelectV2(i < 0, i + rows, i)` with which
-Keras' `take` wraps negative indices numpy-style), and whose table is a variable the SavedModel
-owns. Each such input gets the variable's row count as its `index_limit`, so the data plane
+Keras' `take` wraps negative indices numpy-style), and whose table is a variable the function
+captures. Each such input gets the variable's row count as its `index_limit`, so the data plane
 refuses an index outside `[0, rows)` before the graph silently wraps a negative one (-5 read row
 5 of an `Embedding(10, 3)`). Function calls are followed into the function library. Anything
 else is left unbounded: missing a pattern costs only the check, never a valid request.
@@ -24,14 +24,14 @@ _MAX_DEPTH = 8  # nested function calls followed; Keras' export has one level
 _Origin = tuple[str, Any]
 
 
-def gather_index_limits(function: Any, variables: Any) -> dict[str, int]:
+def gather_index_limits(function: Any) -> dict[str, int]:
     """Signature input name -> rows of the variable it indexes, for a loaded concrete function
-    (`variables`: the loaded object's variables, whose handles the function captures)."""
+    (its variables are the ones whose handles it captures)."""
     _, keyword_specs = function.structured_input_signature
     origins: dict[str, _Origin] = {}
     for key, spec in keyword_specs.items():
         origins[spec.name or key] = ("input", key)
-    rows = {id(v.handle): v.shape[0] for v in variables or () if v.shape.rank}
+    rows = {id(v.handle): v.shape[0] for v in function.variables if v.shape.rank}
     for external, internal in function.graph.captures:
         if id(external) in rows and rows[id(external)] is not None:
             origins[internal.op.name] = ("rows", int(rows[id(external)]))

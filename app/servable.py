@@ -233,7 +233,7 @@ class Servable:
             saved_model,
             signatures[SERVING_SIGNATURE],
             warmup_limits,
-            index_limits=_saved_model_index_limits(name, version, saved_model, signatures),
+            index_limits=_saved_model_index_limits(name, version, signatures),
             other_functions=dict(signatures),
             signature_defs=read_signature_defs(path),
         )
@@ -332,14 +332,12 @@ def _concrete_shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def _saved_model_index_limits(
-    name: str, version: int, saved_model: Any, signatures: Any
-) -> dict[str, int]:
+def _saved_model_index_limits(name: str, version: int, signatures: Any) -> dict[str, int]:
     """Integer inputs of `serving_default` that index a variable's rows (`app.gather_indices`).
     Reading the graph is best effort: if it fails, the version serves without the check."""
     function = signatures[SERVING_SIGNATURE]
     try:
-        limits = gather_index_limits(function, getattr(saved_model, "variables", ()))
+        limits = gather_index_limits(function)
         _, keyword_specs = function.structured_input_signature
     except Exception:  # an unusual graph must not stop a model that TensorFlow loaded
         log.warning("%s version %d: index inputs not found in the graph", name, version)
