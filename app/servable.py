@@ -147,7 +147,11 @@ class Servable:
             outputs = function.structured_outputs
             if not keyword_specs or not isinstance(outputs, dict):
                 raise ModelLoadError("it needs named inputs and a dict of named outputs")
-            inputs = {k: _spec_from_tf(k, spec) for k, spec in sorted(keyword_specs.items())}
+            limits = _saved_model_index_limits(self.name, self.version, {key: function}, key)
+            inputs = {
+                k: dataclasses.replace(_spec_from_tf(k, spec), index_limit=limits.get(k))
+                for k, spec in sorted(keyword_specs.items())
+            }
             output_specs = {k: _spec_from_tf(k, spec) for k, spec in sorted(outputs.items())}
         except ModelLoadError as exc:
             log.warning(
@@ -332,10 +336,12 @@ def _concrete_shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def _saved_model_index_limits(name: str, version: int, signatures: Any) -> dict[str, int]:
-    """Integer inputs of `serving_default` that index a variable's rows (`app.gather_indices`).
+def _saved_model_index_limits(
+    name: str, version: int, signatures: Any, key: str = SERVING_SIGNATURE
+) -> dict[str, int]:
+    """Integer inputs of signature `key` that index a variable's rows (`app.gather_indices`).
     Reading the graph is best effort: if it fails, the version serves without the check."""
-    function = signatures[SERVING_SIGNATURE]
+    function = signatures[key]
     try:
         limits = gather_index_limits(function)
         _, keyword_specs = function.structured_input_signature

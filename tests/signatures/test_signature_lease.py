@@ -106,3 +106,43 @@ def test_warm_up_calls_every_signature_once(tmp_path: Path) -> None:
     )
     servable = Servable.load("counting", 1, path)
     assert servable.predict({"x": np.zeros(1, np.float32)}, "count")["calls"].tolist() == [2]
+
+
+def test_index_inputs_of_any_signature_are_bounded(tmp_path: Path) -> None:
+    """An integer input that feeds an Embedding is checked before TensorFlow in every signature
+    of a Keras export, not only `serving_default` (-5 would silently read row 5)."""
+    import keras
+
+    ids = keras.Input(shape=(), dtype="int64", name="ids")
+    table = keras.Model(ids, keras.layers.Embedding(10, 3)(ids))
+    x = keras.Input(shape=(2,), name="x")
+    dense = keras.Model(x, keras.layers.Dense(1)(x))
+    archive = keras.export.ExportArchive()
+    archive.track(table)
+    archive.track(dense)
+    archive.add_endpoint(
+        "serving_default",
+        lambda x: {"y": dense(x)},
+        input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")],
+    )
+    archive.add_endpoint(
+        "lookup",
+        lambda ids: {"rows": table(ids)},
+        input_signature=[tf.TensorSpec([None], tf.int64, name="ids")],
+    )
+    path = tmp_path / "table" / "1"
+    archive.write_out(str(path), verbose=False)
+    expected = table(np.array([9, 0])).numpy()
+
+    async def scenario() -> None:
+        registry = ModelRegistry(tmp_path, BatchingOptions(), warm_up=False)
+        plane = DataPlane(registry, None)
+        await registry.load_version(VersionDir("table", 1, path))
+        good = await plane.infer("table", {"ids": np.array([9, 0])}, signature="lookup")
+        np.testing.assert_allclose(good.outputs["rows"], expected, rtol=1e-6)
+        for bad in (-5, 10):
+            with pytest.raises(InvalidInput, match=rf"in \[0, 10\), got {bad}"):
+                await plane.infer("table", {"ids": np.array([1, bad])}, signature="lookup")
+        await registry.close(1.0)
+
+    asyncio.run(scenario())
