@@ -10,6 +10,9 @@ temporary repository as `keras/1` and `savedmodel/1`.
   `--load-repeats` times after one untimed load of each (imports and first-trace costs);
 - the serving function alone: `Servable.predict` at one row in this process, 250-call blocks
   alternated;
+- latency, alternated one by one: the same bodies from a Python client on two keep-alive
+  connections, one request to each model in turn (`--interleaved-calls` each): the pairs share
+  whatever else the machine is doing, which the wrk rounds below cannot guarantee;
 - latency: one server over the repository, `wrk -t1 -c1` on TF Serving's `:predict` and KServe
   v2 binary with the same one-digit body, alternating A/B for `--rounds` rounds of
   `--duration` s each (after one probe each); the p50 per round, their median, and the
@@ -21,6 +24,7 @@ temporary repository as `keras/1` and `savedmodel/1`.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import statistics
@@ -118,9 +122,43 @@ def payloads(model: str, input_name: str) -> list[Payload]:
     ]
 
 
-def time_requests(
-    repository: Path, inputs: dict[str, str], rounds: int, duration_s: float, logs: Path
+def time_interleaved(
+    port: int, every: dict[str, list[Payload]], calls: int
 ) -> dict[str, dict[str, list[float]]]:
+    """One request to each model in turn on two keep-alive connections (order swapped every
+    call), so whatever else runs on the machine slows both sides of each pair alike."""
+    connections = {kind: http.client.HTTPConnection("127.0.0.1", port) for kind in KINDS}
+    times: dict[str, dict[str, list[float]]] = {}
+    try:
+        for index in range(2):
+            for call in range(calls):
+                order = KINDS if call % 2 == 0 else tuple(reversed(KINDS))
+                for kind in order:
+                    payload = every[kind][index]
+                    headers = {"Content-Type": payload.content_type}
+                    if payload.header_length is not None:
+                        headers["Inference-Header-Content-Length"] = str(payload.header_length)
+                    started = time.perf_counter()
+                    connections[kind].request("POST", payload.path, payload.body, headers)
+                    response = connections[kind].getresponse()
+                    response.read()
+                    elapsed = (time.perf_counter() - started) * 1000
+                    assert response.status == 200, response.status
+                    times.setdefault(payload.protocol, {}).setdefault(kind, []).append(elapsed)
+    finally:
+        for connection in connections.values():
+            connection.close()
+    return times
+
+
+def time_requests(
+    repository: Path,
+    inputs: dict[str, str],
+    rounds: int,
+    duration_s: float,
+    logs: Path,
+    interleaved_calls: int,
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, list[float]]]]:
     port = free_port()
     server = ServerProcess(
         "service",
@@ -166,10 +204,11 @@ def time_requests(
                     result = run_wrk(url, payload, bodies.path_for(payload), 1, duration_s)
                     assert result.status_errors == 0 and result.socket_errors == 0
                     p50.setdefault(payload.protocol, {}).setdefault(kind, []).append(result.p50_ms)
+        interleaved = time_interleaved(port, every, interleaved_calls)
     finally:
         server.stop()
         bodies.cleanup()
-    return p50
+    return p50, interleaved
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per point")
     parser.add_argument("--load-repeats", type=int, default=5)
+    parser.add_argument(
+        "--interleaved-calls", type=int, default=2000, help="requests per model and protocol"
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
     options = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -186,7 +228,14 @@ def main(argv: list[str] | None = None) -> int:
         inputs = build_models(repository)
         loads = time_loads(repository, options.load_repeats)
         predicts = time_predicts(repository, options.rounds * 4, 250)
-        latency = time_requests(repository, inputs, options.rounds, options.duration, Path(folder))
+        latency, interleaved = time_requests(
+            repository,
+            inputs,
+            options.rounds,
+            options.duration,
+            Path(folder),
+            options.interleaved_calls,
+        )
     report: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_average_at_start": load_at_start,
@@ -197,6 +246,14 @@ def main(argv: list[str] | None = None) -> int:
             **{k: {"p50": statistics.median(v), "calls": len(v)} for k, v in predicts.items()},
             "keras_over_savedmodel": statistics.median(predicts["keras"])
             / statistics.median(predicts["savedmodel"]),
+        },
+        "interleaved_p50_ms_one_row": {
+            protocol: {
+                **{k: {"p50": statistics.median(v), "calls": len(v)} for k, v in kinds.items()},
+                "keras_over_savedmodel": statistics.median(kinds["keras"])
+                / statistics.median(kinds["savedmodel"]),
+            }
+            for protocol, kinds in interleaved.items()
         },
         "p50_ms_c1_one_row": {
             protocol: {
@@ -239,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
             f"| {protocol} one row c=1 p50, median of rounds, ms | {row['keras']['median']:.3f} "
             f"| {row['savedmodel']['median']:.3f} | {row['keras_over_savedmodel']:.3f} "
             f"({row['median_of_round_ratios']:.3f}) |"
+        )
+    for protocol, row in report["interleaved_p50_ms_one_row"].items():
+        lines.append(
+            f"| {protocol} one row, requests alternated one by one (Python client), p50 ms "
+            f"| {row['keras']['p50']:.3f} | {row['savedmodel']['p50']:.3f} "
+            f"| {row['keras_over_savedmodel']:.3f} |"
         )
     (options.out / "keras_vs_savedmodel.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
