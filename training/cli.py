@@ -1,5 +1,5 @@
-"""Command line: `python -m training {mnist,deskew,ocr} [options]`, `... inspect PATH` and
-`... publish SOURCE --name NAME`.
+"""Command line: `python -m training {mnist,deskew,ocr} [options]`, `... inspect PATH`,
+`... publish SOURCE --name NAME` and `... evaluate PATH`.
 
 A thin layer: it parses flags into a `TrainingJob` (or an inspect path, or an `ExternalModel`)
 and hands over to `training.fit` / `training.inspect` / `training.publish_external`. Expected
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m training", description="Train a model and publish it into models/."
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{mnist,deskew,ocr,inspect,publish}"
+        dest="command", required=True, metavar="{mnist,deskew,ocr,inspect,publish,evaluate}"
     )
     for name in MODEL_NAMES:
         _add_training_options(commands.add_parser(name, help=f"train and publish {name}"))
@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
             "input, then publish it atomically as the next version of NAME.",
         )
     )
+    evaluate = commands.add_parser(
+        "evaluate", help="measure a published version's quality figures on held-out data"
+    )
+    evaluate.add_argument("path", type=Path, help="models/<name>/<version>")
+    evaluate.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
     return parser
 
 
@@ -177,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(client_instructions(publish_external(request_from_args(args))))
             return 0
+        if args.command == "evaluate":
+            return _evaluate(args.path, args.json)
         from training.fit import run
 
         result = run(job_from_args(args))
@@ -184,4 +191,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(result.summary_line(), flush=True)
+    return 0
+
+
+def _evaluate(path: Path, json_file: Path | None) -> int:
+    import json
+
+    from training.evaluate import evaluate_version, format_figures
+
+    result = evaluate_version(path)
+    print(format_figures(result), flush=True)
+    if json_file is not None:
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
