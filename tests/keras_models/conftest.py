@@ -10,20 +10,16 @@ layer back.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
-LOAD_TIMEOUT_S = 120.0
 CUSTOM_MODULE = "kerasserve_test_custom_layers"
 ORPHAN_MODULE = "kerasserve_test_orphan_layers"
 EMBEDDING_ROWS = 10
@@ -191,24 +187,3 @@ def module_path(keras_repository: KerasRepository) -> Iterator[Path]:
     sys.path.insert(0, str(keras_repository.module_dir))
     yield keras_repository.module_dir
     sys.path.remove(str(keras_repository.module_dir))
-
-
-@asynccontextmanager
-async def in_process(repository: Path, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """The app over `repository` with its lifespan running (models loaded), talked to in-process."""
-    from app.main import create_app
-    from app.settings import Settings
-
-    app = create_app(
-        Settings(
-            model_repository=repository, device="cpu", poll_interval=0, grpc_port=0, **settings
-        )
-    )
-    async with app.router.lifespan_context(app):
-        deadline = asyncio.get_running_loop().time() + LOAD_TIMEOUT_S
-        while not app.state.registry.initial_load_done:
-            assert asyncio.get_running_loop().time() < deadline, "models did not load"
-            await asyncio.sleep(0.05)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client

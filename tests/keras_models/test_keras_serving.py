@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
+from tests.in_process import in_process
 from tests.keras_models.conftest import (
     CUSTOM_MODULE,
     EMBEDDING_ROWS,
@@ -23,7 +24,6 @@ from tests.keras_models.conftest import (
     MODULE,
     MODULE_ROWS,
     KerasRepository,
-    in_process,
 )
 
 pytestmark = pytest.mark.anyio
