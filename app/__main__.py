@@ -235,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
     )
     option(
+        "--state-dir",
+        "state_dir",
+        "directory where worker processes share model-control decisions (load/unload); "
+        "replicas given the same one share them too (default: memory with one worker, a "
+        "private directory per run with several)",
+        metavar="DIR",
+    )
+    option(
         "--shutdown-grace",
         "shutdown_grace",
         "seconds in-flight requests get to finish after SIGTERM",
@@ -419,13 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_START_ERROR
     # Imported only now: TensorFlow takes seconds to import, option errors should not wait.
-    import uvicorn
-
     from app.devices import DeviceUnavailableError, configure_devices
-    from app.graceful import serve_gracefully
     from app.main import create_app
-    from app.security.http_limits import configure as configure_http_limits
-    from app.security.http_limits import limits_from
+    from app.serve import serve_one, serve_workers
 
     try:
         if settings.workers == 1:
@@ -435,43 +439,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeviceUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_START_ERROR
-    log_level = settings.log_level
-    if settings.workers == 1:
-        # Not uvicorn.run: it re-raises SIGTERM after shutting down (exit 143); this drains
-        # in-flight requests for the grace period and returns, and we exit 0.
-        serve_gracefully(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=log_level,
-            grace_s=settings.shutdown_grace,
-            json_logs=settings.log_format == "json",
-            access_log=access_log,
-            limits=limits_from(settings),
-        )
-        if app.state.grpc.error is not None:  # logged when it happened
-            return EXIT_START_ERROR
-    else:
+    if settings.workers > 1:
         _export(settings)
-        config = uvicorn.Config(
-            "app.main:create_app_from_environment",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=log_level,
-            access_log=access_log,
-        )
-        configure_http_limits(config, limits_from(settings))  # pickled into each worker
-        from uvicorn.supervisors import Multiprocess
-
-        sock = listening_socket(settings.host, settings.port)
-        try:
-            Multiprocess(config, sockets=[sock]).run()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            sock.close()
+        serve_workers(settings, access_log)
+        return 0
+    # Draining and the exit status belong to the app (`app.lifecycle`): this returns after
+    # the drain, and the process exits 0.
+    serve_one(app, settings, access_log)
+    if app.state.grpc.error is not None:  # logged when it happened
+        return EXIT_START_ERROR
     return 0
 
 
@@ -487,28 +463,6 @@ def port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def listening_socket(host: str, port: int) -> socket.socket:
-    """The socket every worker accepts on, with TCP_NODELAY set on it (accepted sockets inherit it).
-
-    Why not `uvicorn.run(workers=N)`: uvicorn binds that socket with protocol 0, and asyncio
-    only sets TCP_NODELAY on sockets whose protocol is IPPROTO_TCP; with Nagle's algorithm on, a
-    response written in two parts (headers, then body) waited for the client's delayed ACK,
-    about 40 ms per request.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        print(f"error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_START_ERROR) from exc
-    sock.set_inheritable(True)
-    return sock
 
 
 if __name__ == "__main__":

@@ -23,9 +23,12 @@ from starlette.requests import ClientDisconnect
 from app import metrics, tasks, web
 from app.batching import BatchingOptions
 from app.body_limit import BodySizeLimitMiddleware
+from app.control_state import control_state_for
 from app.dataplane import SERVER_NAME, SERVER_VERSION, DataPlane
 from app.devices import DeviceReport, configure_devices, gpu_memory_in_use
 from app.errors import ServingError
+from app.heap import freeze_heap
+from app.lifecycle import Lifecycle
 from app.logging_setup import configure_logging
 from app.metrics import ServiceMetrics
 from app.observability import RequestObserver, use_log_format
@@ -90,7 +93,10 @@ def create_app(
         settings.poll_interval,
         settings.drain_timeout_s,
         service_metrics,
+        control=control_state_for(settings.state_dir),
+        on_loaded=freeze_heap,
     )
+    lifecycle = Lifecycle(dataplane, registry, settings.shutdown_grace)
     service_metrics.state.watch(
         reloader.version_snapshots, gpu_memory_in_use if report.mode == "gpu" else None
     )
@@ -100,6 +106,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # SIGTERM/SIGINT drain this worker (app.lifecycle), however many workers there are.
+        lifecycle.take_over_signals()
         # Initial load, then polling (app.reloader); readiness turns true after the first.
         loading = asyncio.create_task(reloader.run(), name="repository-reloader")
         grpc_front.start()
@@ -111,6 +119,7 @@ def create_app(
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
+            lifecycle.exit_if_loads_running()
             await registry.close(settings.drain_timeout_s)
 
     app = FastAPI(
@@ -124,6 +133,7 @@ def create_app(
     app.state.dataplane = dataplane
     app.state.registry = registry
     app.state.reloader = reloader
+    app.state.lifecycle = lifecycle
     app.state.metrics = service_metrics
     app.state.decode_pool = DecodePool(
         settings.image_limits(), settings.image_decode_threads, settings.image_decode_queue

@@ -118,7 +118,7 @@ class ModelRegistry:
 
         The load runs in its own daemon thread, not the event loop's default executor: a load
         cannot be interrupted, and the default executor is joined when the loop closes, so a
-        SIGTERM during a long initial load would wait for it (`app.graceful` exits without
+        SIGTERM during a long initial load would wait for it (`app.lifecycle` exits without
         waiting; `loads_running` tells it when that is needed). The recorded error names the
         model and version, never a filesystem path (`app.redaction`); the log keeps the path.
         """
@@ -195,8 +195,11 @@ class ModelRegistry:
         """Versions whose load thread is still working (at shutdown: what exiting abandons)."""
         return sum(1 for thread in list(self._load_threads) if thread.is_alive())
 
-    async def unload_version(self, name: str, version: int, drain_timeout_s: float) -> None:
-        """Stop new leases, wait for the held ones (bounded), close the runner, drop the model."""
+    async def unload_version(
+        self, name: str, version: int, drain_timeout_s: float, release_memory: bool = True
+    ) -> None:
+        """Stop new leases, wait for the held ones (bounded), close the runner, drop the model
+        (and, unless `release_memory` is false, collect it and trim the heap: `app.heap`)."""
         entry = self.get_version(name, version)
         if entry.state is not VersionState.AVAILABLE:
             return
@@ -221,13 +224,17 @@ class ModelRegistry:
         entry.servable = None
         entry.state = VersionState.END
         log.info("unloaded %s version %d", name, version)
-        await asyncio.to_thread(release_freed_memory)
+        if release_memory:
+            await asyncio.to_thread(release_freed_memory)
 
     async def close(self, drain_timeout_s: float) -> None:
-        """Unload everything (shutdown), draining each version for at most `drain_timeout_s`."""
+        """Unload everything (shutdown), draining each version for at most `drain_timeout_s`.
+
+        No collection after these unloads: the process is ending, and one full collection per
+        version took seconds on a busy machine (`app.heap`)."""
         await asyncio.gather(
             *(
-                self.unload_version(entry.name, entry.version, drain_timeout_s)
+                self.unload_version(entry.name, entry.version, drain_timeout_s, False)
                 for versions in self._models.values()
                 for entry in versions.values()
             )

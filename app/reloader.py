@@ -36,6 +36,16 @@ The rule between polling and the control API: an explicit `unload` pins the mode
 polling leaves it alone until an explicit `load`, which lifts the pin, retries failed versions
 and loads what the policy selects. Every other model follows the repository.
 
+Control decisions are shared between the worker processes of one server (`app.control_state`):
+the worker that takes a request records it there and acts at once; every other worker reads
+the state at the start of each pass and does the same (unloads a newly pinned model, lifts the
+pin and retries failed versions after a newer load), so a decision holds everywhere within one
+poll interval. With polling off and a shared state, only the state is read, every
+`CONTROL_POLL_S`.
+
+After every pass or control request that loaded a version, `on_loaded` runs (the app freezes the
+heap there: `app.heap`); after the initial pass it runs even when nothing loaded.
+
 Faults never stop the loop: each pass, each model and each label update is guarded, an
 exception is logged with its traceback and reported, and the next poll tries again. Every
 fault (an unusable entry, a refused or missing config, a failed pass, a version serving from
@@ -51,11 +61,12 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.control_state import ControlSnapshot, ControlState, ControlStateError, MemoryControlState
 from app.errors import NotFound, Unavailable
 from app.metrics import ServiceMetrics, VersionSnapshot
 from app.redaction import public_text, repository_name
@@ -83,6 +94,9 @@ BUSY_STATES = (VersionState.LOADING, VersionState.AVAILABLE)
 # when polling is slower) covers a slow network filesystem and still resets a deleted file soon.
 CONFIG_GRACE_S = 5.0
 CONFIG_GRACE_POLLS = 3
+# With polling off, how often a shared control state is read (control requests taken by
+# another worker reach this one within this time).
+CONTROL_POLL_S = 1.0
 SERVING_FROM_MEMORY = (
     "version folder removed from the repository; still serving from memory "
     "until another version loads or the model is unloaded"
@@ -109,8 +123,13 @@ class RepositoryReloader:
         poll_interval_s: float,
         drain_timeout_s: float,
         metrics: ServiceMetrics | None = None,
+        control: ControlState | None = None,
+        on_loaded: Callable[[], None] | None = None,
     ) -> None:
         self.registry = registry
+        self.control = control or MemoryControlState()
+        self.on_loaded = on_loaded
+        self._loaded_since_hook = False
         self.config_path = config_path
         self.poll_interval_s = poll_interval_s
         self.drain_timeout_s = drain_timeout_s
@@ -121,7 +140,8 @@ class RepositoryReloader:
         self._config_fingerprint: FileFingerprint | None = None
         self._config_checked = False
         self._failed: dict[tuple[str, int], tuple[int, int]] = {}  # -> folder fingerprint
-        self._unloaded_by_request: set[str] = set()
+        self._unloaded_by_request: set[str] = set()  # the pins this worker has applied
+        self._loads_applied: dict[str, int] = {}  # model -> explicit loads this worker followed
         self._lock = asyncio.Lock()
         self._default_batching = registry.default_batching
         self._default_policy = registry.default_policy
@@ -149,11 +169,17 @@ class RepositoryReloader:
             "initial load done",
             extra={"event": "initial_load_done", "models": self.snapshot_states()},
         )
-        if self.poll_interval_s <= 0:
-            return
-        while True:
-            await asyncio.sleep(self.poll_interval_s)
-            await self._guarded_pass()
+        self._loaded_since_hook = True  # freeze once after start even if nothing loaded
+        self._after_loads()
+        if self.poll_interval_s > 0:
+            while True:
+                await asyncio.sleep(self.poll_interval_s)
+                await self._guarded_pass()
+                self._after_loads()
+        elif self.control.shared:
+            while True:
+                await asyncio.sleep(CONTROL_POLL_S)
+                await self._guarded_control_pass()
 
     async def _guarded_pass(self) -> None:
         """`reconcile`, with any exception logged and reported instead of ending the loop."""
@@ -174,9 +200,30 @@ class RepositoryReloader:
         else:
             self._report("pass", [])
 
+    async def _guarded_control_pass(self) -> None:
+        """Follow the shared control state alone (polling off): loads and unloads requested
+        through other workers."""
+        try:
+            async with self._lock:
+                for name in await self._follow_control():
+                    scan = self._scan()
+                    if scan is None or name in scan.unreadable or name not in scan.models:
+                        continue
+                    await self._reconcile_model(name, scan.models[name])
+                    self._apply_labels(name)
+        except Exception:  # the loop must outlive any one bad pass
+            log.exception("following the control state failed; retrying in %.1f s", CONTROL_POLL_S)
+        self._after_loads()
+
+    def _after_loads(self) -> None:
+        if self._loaded_since_hook and self.on_loaded is not None:
+            self._loaded_since_hook = False
+            self.on_loaded()
+
     async def reconcile(self) -> None:
-        """One pass: config, scan, loads, unloads, labels (see the module docstring)."""
+        """One pass: control state, config, scan, loads, unloads, labels (module docstring)."""
         async with self._lock:
+            await self._follow_control()
             rebatched = self._refresh_config()
             scan = self._scan()
             if scan is None:  # the root itself cannot be read: change nothing, retry later
@@ -252,15 +299,17 @@ class RepositoryReloader:
             model = scan.models.get(name) if scan is not None else None
             if model is None:
                 raise NotFound(f"model {name!r} is not in the repository")
-            self._unloaded_by_request.discard(name)
-            for key in [key for key in self._failed if key[0] == name]:
-                del self._failed[key]
+            snapshot = await self._record(lambda state: state.load_requested(name))
+            self._loads_applied[name] = snapshot.loads.get(name, 0)
+            self._lift_pin(name)
             log.info("load of %s requested", name, extra={"event": "load_requested", "model": name})
             await self._reconcile_model(name, model)
             self._apply_labels(name)
             if name in rebatched:
                 await self._rebuild_runners(name)
-            return self.registry.versions(name)
+            versions = self.registry.versions(name)
+        self._after_loads()
+        return versions
 
     async def unload_model(self, name: str) -> None:
         """Unload every version of `name` (draining each) and keep it unloaded until `load`."""
@@ -270,14 +319,58 @@ class RepositoryReloader:
                 scan is None or name not in scan.models
             ):
                 raise NotFound(f"model {name!r} is neither loaded nor in the repository")
-            self._unloaded_by_request.add(name)
+            await self._record(lambda state: state.pinned(name))
             log.info(
                 "unload of %s requested", name, extra={"event": "unload_requested", "model": name}
             )
-            self._from_memory.pop(name, None)
-            if name in self.registry.model_names():
-                for entry in self.registry.versions(name):
-                    await self._unload(entry, "unload requested")
+            await self._pin(name, "unload requested")
+
+    # ---- the shared control state ----------------------------------------------------------
+
+    async def _record(
+        self, change: Callable[[ControlSnapshot], ControlSnapshot]
+    ) -> ControlSnapshot:
+        """Write a control decision to the shared state (off the loop: it takes a file lock)."""
+        try:
+            if not self.control.shared:
+                return self.control.update(change)
+            return await asyncio.to_thread(self.control.update, change)
+        except ControlStateError as exc:
+            raise Unavailable(str(exc)) from exc
+
+    async def _follow_control(self) -> set[str]:
+        """Apply what other workers recorded since the last pass; the models with a newer
+        explicit load (their pins lifted and failed versions forgotten)."""
+        state = self.control.read()
+        reloaded: set[str] = set()
+        for name, count in state.loads.items():
+            if count > self._loads_applied.get(name, 0):
+                self._loads_applied[name] = count
+                self._lift_pin(name)
+                reloaded.add(name)
+                log.info(
+                    "load of %s requested through another worker",
+                    name,
+                    extra={"event": "load_followed", "model": name},
+                )
+        for name in sorted(state.unloaded - self._unloaded_by_request):
+            await self._pin(name, "unload requested through another worker")
+        for name in self._unloaded_by_request - state.unloaded:
+            self._unloaded_by_request.discard(name)  # the state was reset by hand
+        return reloaded - state.unloaded
+
+    def _lift_pin(self, name: str) -> None:
+        self._unloaded_by_request.discard(name)
+        for key in [key for key in self._failed if key[0] == name]:
+            del self._failed[key]
+
+    async def _pin(self, name: str, why: str) -> None:
+        """Keep `name` unloaded until an explicit load, unloading (draining) what serves."""
+        self._unloaded_by_request.add(name)
+        self._from_memory.pop(name, None)
+        if name in self.registry.model_names():
+            for entry in self.registry.versions(name):
+                await self._unload(entry, why)
 
     def index(self) -> list[VersionIndexEntry]:
         """Every version on disk or known to the registry, with its state and why; then the
@@ -332,7 +425,9 @@ class RepositoryReloader:
         """The config file in force and what is wrong with it, for `GET /v2/repository/config`.
 
         `path` is the file's repository-relative name (its name alone when it lives elsewhere);
-        `problems` lists every fault the reloader currently knows of.
+        `problems` lists every fault the reloader currently knows of. `worker_pid` names the
+        worker process that answered and `serving_versions` what it serves: with several
+        workers, each answers for itself (`control_state`: `shared` or `process`).
         """
         return {
             "path": self.config_name,
@@ -344,6 +439,8 @@ class RepositoryReloader:
             "label_errors": {k: v for k, v in self.label_errors.items() if v},
             "poll_interval_s": self.poll_interval_s,
             "unloaded_by_request": sorted(self._unloaded_by_request),
+            "control_state": "shared" if self.control.shared else "process",
+            "worker_pid": os.getpid(),
             "models": {
                 name: {
                     "version_policy": _describe_policy(self._policy(name)),
@@ -351,6 +448,13 @@ class RepositoryReloader:
                     if name in self.registry.model_names()
                     else {},
                     "configured_labels": self.config.model(name).labels,
+                    "serving_versions": [
+                        e.version
+                        for e in self.registry.versions(name)
+                        if e.state is VersionState.AVAILABLE
+                    ]
+                    if name in self.registry.model_names()
+                    else [],
                     "batching": self.config.model(name).batching,
                 }
                 for name in sorted(set(self.config.models) | set(self.registry.model_names()))
@@ -478,6 +582,7 @@ class RepositoryReloader:
         )
         entry = await self.registry.load_version(version_dir)
         if entry.state is VersionState.AVAILABLE:
+            self._loaded_since_hook = True
             seconds = entry.servable.load_seconds if entry.servable is not None else 0.0
             if self.metrics is not None:
                 self.metrics.load_time.labels(name).observe(seconds)

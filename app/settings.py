@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     # config file (default <model_repository>/config.yaml), SIGTERM grace period, log format.
     poll_interval: float = Field(default=2.0, ge=0, description="seconds")
     repository_config: Path | None = None
+    # Where the worker processes share the model-control API's decisions (app.control_state);
+    # none: in memory with one worker, a private directory per run with several.
+    state_dir: Path | None = None
     shutdown_grace: float = Field(default=30.0, ge=0, description="seconds")
     log_format: LogFormat = "text"
     # Bounds on a version's TF Serving warm-up file (app.warmup): over them the version fails

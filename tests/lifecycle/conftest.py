@@ -9,6 +9,7 @@ real `python -m app` on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -165,6 +166,29 @@ def v2_infer_body(rows: int = 1) -> dict[str, Any]:
                 "data": image.ravel().tolist(),
             }
         ]
+    }
+
+
+def binary_infer_request(rows: int) -> tuple[bytes, dict[str, str]]:
+    """A v2 request with the image as raw bytes (binary tensor extension): cheap to send."""
+    image = np.random.default_rng(1).random((rows, 28, 28, 1), dtype=np.float32)
+    raw = image.tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": list(image.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [{"name": "class_id", "parameters": {"binary_data": False}}],
+        }
+    ).encode()
+    return header + raw, {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
     }
 
 

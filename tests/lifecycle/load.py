@@ -34,6 +34,9 @@ class BoundedLoad:
     max_seconds: float = 240.0
     max_requests: int = 20000
     stop_on_transport_error: bool = False
+    # A new connection per request: with several worker processes on one socket, requests
+    # then reach every worker, not the one each client's first connection landed on.
+    fresh_connections: bool = False
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -58,7 +61,9 @@ class BoundedLoad:
 
     def _client(self, body: dict[str, Any]) -> None:
         deadline = time.monotonic() + self.max_seconds
-        with httpx.Client(base_url=self.url, timeout=30.0) as client:
+        keepalive = 0 if self.fresh_connections else 20  # 20: httpx's default
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=keepalive)
+        with httpx.Client(base_url=self.url, timeout=30.0, limits=limits) as client:
             for _ in range(self.max_requests):
                 if self._stop.is_set() or time.monotonic() > deadline:
                     return

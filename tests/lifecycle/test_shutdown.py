@@ -2,47 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 
-from tests.lifecycle.conftest import MODEL
+from tests.lifecycle.conftest import MODEL, binary_infer_request
 
 GRACE_S = 10.0
 BIG_BATCH_ROWS = 128  # in flight for some ms: requests straddle the signal
-HEADER_LENGTH = "Inference-Header-Content-Length"
-
-
-def _binary_infer_request(rows: int) -> tuple[bytes, dict[str, str]]:
-    """A v2 request with the image as raw bytes (binary tensor extension): cheap to send."""
-    image = np.random.default_rng(1).random((rows, 28, 28, 1), dtype=np.float32)
-    raw = image.tobytes()
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "image",
-                    "shape": list(image.shape),
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            ],
-            "outputs": [{"name": "class_id", "parameters": {"binary_data": False}}],
-        }
-    ).encode()
-    return header + raw, {
-        HEADER_LENGTH: str(len(header)),
-        "Content-Type": "application/octet-stream",
-    }
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(repository: Path, start_server) -> None:
-    body, headers = _binary_infer_request(BIG_BATCH_ROWS)
+    body, headers = binary_infer_request(BIG_BATCH_ROWS)
     results: list[tuple[float, float, int | str]] = []  # started, finished, status or error
     lock = threading.Lock()
     stop = threading.Event()
