@@ -44,9 +44,12 @@ def release_freed_memory() -> None:
     collected and what is left frozen again, one full collection per unload.
     """
     started = time.perf_counter()
-    gc.unfreeze()
+    frozen = gc.get_freeze_count() > 0  # nothing frozen: a test process, not a server's
+    if frozen:
+        gc.unfreeze()
     gc.collect()
-    gc.freeze()
+    if frozen:
+        gc.freeze()
     log.info("collected after an unload in %.0f ms", (time.perf_counter() - started) * 1000)
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -4,7 +4,8 @@ The FastAPI lifespan (`app.main`) owns it, so it holds however uvicorn was start
 (`python -m app`, `--workers N`, `uvicorn --factory`):
 
 - start: the lifespan starts the reloader; the heap is frozen after the initial load and after
-  every load since (`app.heap`, wired as the reloader's `on_loaded`);
+  every load since (`after_load`, the reloader's `on_loaded`; `app.heap`), in a server process
+  only (an app run in a test process leaves that process's collector alone);
 - SIGTERM/SIGINT: `begin_shutdown()`. Taken over from the uvicorn server that runs the app
   (`take_over_signals`, in the lifespan's startup), so that a worker started by uvicorn's
   supervisor drains exactly as a single process does. In order:
@@ -41,6 +42,7 @@ from types import FrameType
 from typing import Any
 
 from app.dataplane import DataPlane
+from app.heap import freeze_heap
 from app.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,11 @@ class Lifecycle:
             remaining = max(deadline - time.monotonic(), 1.0)
             server.config.timeout_graceful_shutdown = int(remaining + 0.999)
             server.should_exit = True
+
+    def after_load(self) -> None:
+        """Freeze the heap (`app.heap`) when this app runs in a server process."""
+        if self._server is not None:
+            freeze_heap()
 
     # ---- signals -------------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ from app.control_state import control_state_for
 from app.dataplane import SERVER_NAME, SERVER_VERSION, DataPlane
 from app.devices import DeviceReport, configure_devices, gpu_memory_in_use
 from app.errors import ServingError
-from app.heap import freeze_heap
 from app.lifecycle import Lifecycle
 from app.logging_setup import configure_logging
 from app.metrics import ServiceMetrics
@@ -87,6 +86,7 @@ def create_app(
     dataplane = DataPlane(
         registry, report, extensions=KSERVE_EXTENSIONS, limits=settings.tensor_limits()
     )
+    lifecycle = Lifecycle(dataplane, registry, settings.shutdown_grace)
     reloader = RepositoryReloader(
         registry,
         settings.repository_config_path(),
@@ -94,9 +94,8 @@ def create_app(
         settings.drain_timeout_s,
         service_metrics,
         control=control_state_for(settings.state_dir),
-        on_loaded=freeze_heap,
+        on_loaded=lifecycle.after_load,
     )
-    lifecycle = Lifecycle(dataplane, registry, settings.shutdown_grace)
     service_metrics.state.watch(
         reloader.version_snapshots, gpu_memory_in_use if report.mode == "gpu" else None
     )
