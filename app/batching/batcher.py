@@ -53,105 +53,16 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 
-from app.errors import ClientClosedRequest, DeadlineExceeded, InvalidInput, QueueFull, Unavailable
+from app.batching.options import BatchingOptions, BatchObserver, ServableLike, Tensors
+from app.batching.padding import describe, merge, padding_plan, split, variable_axes
+from app.errors import ClientClosedRequest, DeadlineExceeded, QueueFull, Unavailable
 
 log = logging.getLogger(__name__)
-
-Tensors = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class BatchingOptions:
-    """Per-model batching options (repository config overrides, defaults from settings).
-
-    The defaults are tuned for a 2-core CPU machine: one TensorFlow call already keeps both
-    cores busy through TensorFlow's intra-op pool; a second inference thread lets the next batch
-    be formed (and its Python-side merge and split done) while the previous one computes, and
-    TensorFlow's shared intra-op pool keeps two concurrent calls from oversubscribing the cores.
-    Width grouping with `max_pad_ratio` 1.5 used 2-3% less CPU per strip than padding all to the
-    widest on the `ocr` network (random widths 28..448, concurrency 32, two runs; requests/s
-    were within the noise of a shared machine), and it pads narrow strips less, which keeps
-    their answers closer to the unpadded ones; merging equal widths only cost 3.3x the CPU.
-    """
-
-    enabled: bool = True
-    max_batch_size: int = 128  # rows per servable call
-    max_rows_per_call: int = 256  # a larger lone request runs in slices of this many rows
-    max_batch_delay_us: int = 500  # longest wait for more rows, only while another batch runs
-    max_queued_rows: int = 4096  # rows waiting (not yet running); beyond it: 429
-    max_queued_bytes: int = 256 * 1024 * 1024  # input bytes waiting; beyond it: 429
-    timeout_s: float = 30.0  # per request, queue wait plus compute; beyond it: 504
-    inference_threads: int = 2  # threads that call TensorFlow for this model
-    pad_variable_inputs: bool = True  # False: merge identical shapes only (bit-exact answers)
-    group_widths: bool = True  # keep very different widths out of one padded batch
-    max_pad_ratio: float = 1.5  # widest / narrowest request allowed in one batch
-    # Largest variable non-batch dimension of an input (the OCR width) on every protocol; the
-    # task endpoint's strips stop at the same 2048 columns. Checked by the data plane.
-    max_variable_dim: int = 2048
-
-    def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ValueError("max_batch_size must be at least 1")
-        if self.max_rows_per_call < 1:
-            raise ValueError("max_rows_per_call must be at least 1")
-        if self.max_batch_delay_us < 0:
-            raise ValueError("max_batch_delay_us must not be negative")
-        if self.max_queued_rows < 1:
-            raise ValueError("max_queued_rows must be at least 1")
-        if self.max_queued_bytes < 1:
-            raise ValueError("max_queued_bytes must be at least 1")
-        if self.max_variable_dim < 1:
-            raise ValueError("max_variable_dim must be at least 1")
-        if not math.isfinite(self.timeout_s):  # nan compares false with everything
-            raise ValueError("timeout_s must be finite")
-        if self.timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
-        if self.inference_threads < 1:
-            raise ValueError("inference_threads must be at least 1")
-        if not 1.0 <= self.max_pad_ratio < math.inf:
-            raise ValueError("max_pad_ratio must be at least 1.0")
-
-
-class BatchObserver(Protocol):
-    """Hooks for metrics. Called from inference threads and the event loop: keep them
-    cheap and thread-safe (Prometheus collectors are)."""
-
-    def on_batch(self, rows: int, requests: int, queue_wait_s: float, compute_s: float) -> None:
-        """A servable call finished: its size, the oldest member's wait, and its duration."""
-
-    def on_rejected(self, reason: str) -> None:
-        """A request failed without running: "queue_full", "deadline", "closing" or
-        "client_gone" (its client disconnected while it was queued)."""
-
-
-class _SpecLike(Protocol):
-    @property
-    def dtype(self) -> Any: ...
-    @property
-    def shape(self) -> tuple[int | None, ...]: ...
-
-
-class ServableLike(Protocol):
-    """What the batcher needs from `app.servable.Servable` (read-only, hence properties)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def inputs(self) -> Mapping[str, _SpecLike]: ...
-    @property
-    def outputs(self) -> Mapping[str, _SpecLike]: ...
-    @property
-    def metadata(self) -> Mapping[str, Any]: ...
-
-    def predict(self, inputs: Tensors) -> Tensors: ...
 
 
 # Request states; changed only under the batcher's lock.
@@ -184,59 +95,16 @@ class _Request:
         self.state = _QUEUED
 
 
-@dataclass(frozen=True)
-class _PaddingPlan:
-    """How to merge inputs of different widths and cut outputs back, derived from the specs.
-
-    `variable_axes[name]` lists the padded axes of an input; `output_cuts[name]` lists, for an
-    output, (axis, stride): the request's part is cut to `ceil(width / stride)` on that axis,
-    where width is the one variable input extent.
-    """
-
-    variable_axes: dict[str, tuple[int, ...]]
-    output_cuts: dict[str, tuple[tuple[int, int], ...]]
-    pad_value: float
-
-
-def _variable_axes(shape: tuple[int | None, ...]) -> tuple[int, ...]:
-    return tuple(axis for axis, size in enumerate(shape) if axis > 0 and size is None)
-
-
-def _padding_plan(servable: ServableLike, allow_padding: bool) -> tuple[_PaddingPlan | None, bool]:
-    """Return (plan, mergeable) for the servable's signature and metadata.
-
-    Padding is only done for a model that declares a `pad_value` in its metadata (padding is
-    then its documented contract, as for `ocr`) and only when the options allow it: a model
-    with a bidirectional RNN over the width (our `ocr`) decodes the same text when padded, but
-    its probabilities and confidence move slightly (up to 0.026 and 0.019 measured on version 1
-    with 8 to 200 columns of padding), so an operator who needs bit-exact answers switches
-    padding off and keeps merging requests of equal widths. A variable output also needs
-    `time_stride` and a single variable input axis, so each request's part can be cut back.
-    Without a plan, requests merge only when their shapes are identical. Not mergeable: an
-    output varies in a way that does not follow from the input shape, so every request runs
-    alone.
-    """
-    variable_inputs = {n: ax for n, s in servable.inputs.items() if (ax := _variable_axes(s.shape))}
-    variable_outputs = {
-        n: ax for n, s in servable.outputs.items() if (ax := _variable_axes(s.shape))
-    }
-    stride = servable.metadata.get("time_stride")
-    input_axis_count = sum(len(ax) for ax in variable_inputs.values())
-    derivable = bool(stride) and input_axis_count == 1
-    if variable_outputs and not derivable:
-        return None, False
-    pad_value = servable.metadata.get("pad_value")
-    if not variable_inputs or pad_value is None or not allow_padding:
-        return None, True
-    cuts = {
-        name: tuple((axis, int(stride)) for axis in axes)  # type: ignore[arg-type]
-        for name, axes in variable_outputs.items()
-    }
-    return _PaddingPlan(variable_inputs, cuts, float(pad_value)), True
-
-
 class DynamicBatcher:
-    """Merge concurrent `submit` calls for one servable into batched `predict` calls."""
+    """Merge concurrent `submit` calls for one servable into batched `predict` calls.
+
+    Longer than the project's ~200 lines for a reason: admission (`submit`), deadlines and
+    cancellation (`_expire`, `_drop`), batch forming (`_next_batch`, `_take_compatible`) and the
+    inference threads (`_worker`, `_run`) all read and change the same queue, counters and
+    request states under one lock; split into classes they would share that lock and state
+    through each other's internals. What needs no lock (padding, merge, split) is in
+    `app.batching.padding`.
+    """
 
     def __init__(
         self,
@@ -247,11 +115,11 @@ class DynamicBatcher:
         self.servable = servable
         self.options = options
         self._observer = observer
-        self._plan, self._mergeable = _padding_plan(servable, options.pad_variable_inputs)
+        self._plan, self._mergeable = padding_plan(servable, options.pad_variable_inputs)
         self._max_rows = options.max_batch_size if self._mergeable else 1
         # With variable input shapes, requests that can merge may sit behind ones that cannot:
         # batch formation then scans ahead instead of stopping at the first misfit.
-        self._look_ahead = any(_variable_axes(spec.shape) for spec in servable.inputs.values())
+        self._look_ahead = any(variable_axes(spec.shape) for spec in servable.inputs.values())
         self._delay_s = options.max_batch_delay_us / 1e6
         self._queue: deque[_Request] = deque()
         self._queued_rows = 0
@@ -303,7 +171,7 @@ class DynamicBatcher:
                 f"model '{self.servable.name}' version {self.servable.version} "
                 "is unloading or the server is shutting down"
             )
-        rows, key, extent = self._describe(inputs)
+        rows, key, extent = describe(inputs, self._plan)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Tensors] = loop.create_future()
         request = _Request(inputs, rows, key, extent, future, loop)
@@ -351,29 +219,6 @@ class DynamicBatcher:
             timer.cancel()
             if watcher is not None:
                 watcher.cancel()
-
-    def _describe(self, inputs: Tensors) -> tuple[int, Any, tuple[int, ...]]:
-        """Rows of the request, its merge key and its variable extent (cheap: shapes only)."""
-        rows = -1
-        key: list[Any] = []
-        extent: list[int] = []
-        variable_axes = self._plan.variable_axes if self._plan else {}
-        for name, array in inputs.items():
-            shape = array.shape
-            if not shape:
-                raise InvalidInput(f"input '{name}' needs a batch dimension")
-            if rows < 0:
-                rows = shape[0]
-            elif shape[0] != rows:
-                raise InvalidInput(f"input '{name}' has {shape[0]} rows; other inputs have {rows}")
-            axes = variable_axes.get(name)
-            if axes:
-                extent.extend(shape[axis] for axis in axes)
-                shape = tuple(-1 if axis in axes else size for axis, size in enumerate(shape))
-            key.append((name, shape[1:], array.dtype))
-        if rows < 1:
-            raise InvalidInput("a request needs at least one row")
-        return rows, tuple(key), tuple(extent)
 
     def _expire(self, request: _Request, limit_s: float) -> None:
         """Deadline timer (event loop): drop the work if it has not started, answer 504."""
@@ -596,10 +441,11 @@ class DynamicBatcher:
             if len(batch) == 1:
                 outcomes = [(batch[0], self._predict_rows(batch[0]))]
             else:
-                merged = self._merge(batch)
-                outcomes = list(
-                    zip(batch, self._split(batch, self.servable.predict(merged)), strict=True)
+                merged = merge([r.inputs for r in batch], self._plan)
+                parts = split(
+                    [(r.rows, r.extent) for r in batch], self.servable.predict(merged), self._plan
                 )
+                outcomes = list(zip(batch, parts, strict=True))
         except Exception as exc:  # handed to the requests, never lost
             if len(batch) == 1:
                 outcomes = [(batch[0], exc)]
@@ -650,50 +496,6 @@ class DynamicBatcher:
             for start in range(0, request.rows, step)
         ]
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-
-    def _merge(self, batch: list[_Request]) -> Tensors:
-        plan = self._plan
-        merged: Tensors = {}
-        for name in batch[0].inputs:
-            parts = [request.inputs[name] for request in batch]
-            axes = plan.variable_axes.get(name) if plan else None
-            if not axes or all(p.shape == parts[0].shape for p in parts):
-                merged[name] = np.concatenate(parts, axis=0)
-                continue
-            shape = list(parts[0].shape)
-            shape[0] = sum(p.shape[0] for p in parts)
-            for axis in axes:
-                shape[axis] = max(p.shape[axis] for p in parts)
-            out = np.full(shape, plan.pad_value, dtype=parts[0].dtype)  # type: ignore[union-attr]
-            start = 0
-            for part in parts:
-                index = (slice(start, start + part.shape[0]),) + tuple(
-                    slice(0, size) for size in part.shape[1:]
-                )
-                out[index] = part
-                start += part.shape[0]
-            merged[name] = out
-        return merged
-
-    def _split(self, batch: list[_Request], outputs: Tensors) -> list[Tensors]:
-        """Per-request views of the merged outputs, cut back where the width was padded."""
-        cuts = self._plan.output_cuts if self._plan else {}
-        results: list[Tensors] = [{} for _ in batch]
-        for name, value in outputs.items():
-            output_cuts = cuts.get(name)
-            start = 0
-            for result, request in zip(results, batch, strict=True):
-                end = start + request.rows
-                if output_cuts:
-                    index: tuple[slice, ...] = (slice(start, end),)
-                    for axis, stride in output_cuts:
-                        index += (slice(None),) * (axis - len(index))
-                        index += (slice(0, -(-request.extent[0] // stride)),)
-                    result[name] = value[index]
-                else:
-                    result[name] = value[start:end]
-                start = end
-        return results
 
 
 def _resolve(items: list[tuple[_Request, Tensors | BaseException]]) -> None:
