@@ -30,28 +30,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.repository.format import (
+    METADATA_FILE,
+    SIGNATURE_KEY,
+    STAGING_PREFIX,
+    list_versions,
+)
+
 log = logging.getLogger(__name__)
 
-TMP_PREFIX = ".tmp-"
 STALE_TMP_AGE_S = 3600.0
-METADATA_FILE = "metadata.json"
 KERAS_WEIGHTS = Path("keras") / "model.weights.h5"
 SIGNATURE_NAME = "serving_default"
 
 
 class PublishError(RuntimeError):
     """The version cannot be published (e.g. `--version N` already exists)."""
-
-
-def list_versions(model_dir: Path) -> list[int]:
-    """Published versions under `models/<name>/`, ascending; hidden, non-numeric names skipped."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(
-        int(entry.name)
-        for entry in model_dir.iterdir()
-        if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0
-    )
 
 
 def next_version(model_dir: Path) -> int:
@@ -123,7 +117,7 @@ def stage_version(repository: Path, name: str, version: int | None = None) -> St
     if version is None:
         version = next_version(model_dir)
     check_version_free(repository, name, version)
-    path = model_dir / f"{TMP_PREFIX}{version}-{secrets.token_hex(4)}"
+    path = model_dir / f"{STAGING_PREFIX}{version}-{secrets.token_hex(4)}"
     path.mkdir()
     return StagedVersion(model_dir=model_dir, version=version, path=path)
 
@@ -143,7 +137,7 @@ def remove_stale_tmp_dirs(model_dir: Path, max_age_s: float = STALE_TMP_AGE_S) -
     """Delete hidden build folders older than `max_age_s` (killed jobs); young ones may be live."""
     removed: list[Path] = []
     now = time.time()
-    for entry in model_dir.glob(f"{TMP_PREFIX}*"):
+    for entry in model_dir.glob(f"{STAGING_PREFIX}*"):
         with contextlib.suppress(OSError):
             if entry.is_dir() and now - entry.stat().st_mtime > max_age_s:
                 shutil.rmtree(entry)
@@ -256,7 +250,7 @@ def build_metadata(
         "data": data,
         "training": training,
         "metrics": {key: float(value) for key, value in metrics.items()},
-        "signature": signature,
+        SIGNATURE_KEY: signature,
         **extra,
     }
 

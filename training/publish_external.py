@@ -22,7 +22,7 @@ from typing import Any
 
 from app.keras_archive import KerasOptions
 from app.protocols.v2_codec import V2_NUMERIC_DTYPES, v2_datatype
-from app.repository import KERAS_ARCHIVE, SAVED_MODEL_FILES
+from app.repository.format import KERAS_ARCHIVE, SAVED_MODEL_FILES, SIGNATURE_KEY
 from training.publish import PublishError, StagedVersion, stage_version
 
 # Above this many values per input the printed example is Python rather than a curl line.
@@ -99,7 +99,7 @@ def publish_external(request: ExternalModel) -> Published:
                 "sha256": _digest(request.source),
             },
             "published_with": "python -m training publish",
-            "signature": signature,
+            SIGNATURE_KEY: signature,
             "user": request.metadata,
         }
         path = staged.commit(metadata)

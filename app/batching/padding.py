@@ -16,6 +16,7 @@ import numpy as np
 
 from app.batching.options import ServableLike, Tensors
 from app.errors import InvalidInput
+from app.repository.format import PAD_VALUE_KEY, TIME_STRIDE_KEY
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,12 @@ def padding_plan(servable: ServableLike, allow_padding: bool) -> tuple[PaddingPl
     variable_outputs = {
         n: ax for n, s in servable.outputs.items() if (ax := variable_axes(s.shape))
     }
-    stride = servable.metadata.get("time_stride")
+    stride = servable.metadata.get(TIME_STRIDE_KEY)
     input_axis_count = sum(len(ax) for ax in variable_inputs.values())
     derivable = bool(stride) and input_axis_count == 1
     if variable_outputs and not derivable:
         return None, False
-    pad_value = servable.metadata.get("pad_value")
+    pad_value = servable.metadata.get(PAD_VALUE_KEY)
     if not variable_inputs or pad_value is None or not allow_padding:
         return None, True
     cuts = {

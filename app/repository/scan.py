@@ -1,4 +1,4 @@
-"""The model repository on disk: `<root>/<name>/<version>/` as TF Serving lays it out.
+"""Reading the model repository on disk (its format: `app.repository.format`).
 
 Only reading happens here; loading is `app.servable`'s job and deciding what to load is the
 registry's. A version is visible exactly when its folder name is all digits (the training job
@@ -15,29 +15,25 @@ is an unfinished publish. Messages here name entries by their repository-relativ
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
+
+from app.repository.format import (
+    KERAS_ARCHIVE,
+    SAVED_MODEL_FILES,
+    ModelFormat,
+    RepositoryError,
+    is_version_name,
+)
 
 log = logging.getLogger(__name__)
-
-METADATA_FILE = "metadata.json"
-MAX_VERSION = 2**63 - 1
-SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-# A version folder without a SavedModel may hold a Keras 3 archive by this one name instead.
-KERAS_ARCHIVE = "model.keras"
-ModelFormat = Literal["savedmodel", "keras"]
 # Files and folders checked in one version before loading: a SavedModel has a handful (a few
 # dozen with assets); ten thousand bounds the walk over a folder that is not a model at all.
 MAX_VERSION_ENTRIES = 10_000
-
-
-class RepositoryError(RuntimeError):
-    """The repository root or a version's files cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -76,11 +72,6 @@ class VersionPolicy:
         if self.kind == "specific":
             return [v for v in available if v.version in self.versions]
         return list(available[-self.count :]) if self.count > 0 else []
-
-
-def is_version_name(name: str) -> bool:
-    """All digits, not zero and a 64-bit number (TF Serving's versions are int64)."""
-    return name.isascii() and name.isdigit() and 0 < int(name) <= MAX_VERSION
 
 
 @dataclass(frozen=True)
@@ -317,19 +308,3 @@ def _is_printable_name(name: str) -> bool:
 def _shown(name: str) -> str:
     """A file name that is not valid UTF-8, with its odd bytes as `\\xff` escapes."""
     return os.fsencode(name).decode("ascii", "backslashreplace")
-
-
-def read_metadata(version_path: Path) -> dict[str, Any]:
-    """The version's `metadata.json`, or `{}` when the training job wrote none."""
-    path = version_path / METADATA_FILE
-    if not path.is_file():
-        return {}
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RepositoryError(f"{METADATA_FILE} cannot be read as JSON: {exc}") from exc
-    if not isinstance(metadata, dict):
-        raise RepositoryError(
-            f"{METADATA_FILE} must hold a JSON object, got {type(metadata).__name__}"
-        )
-    return metadata
