@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("path", type=Path, help="models/<name>/<version>")
     evaluate.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
+    evaluate.add_argument(
+        "--record",
+        action="store_true",
+        help="also keep the figures under 'evaluation' in the version's metadata.json",
+    )
     return parser
 
 
@@ -183,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             print(client_instructions(publish_external(request_from_args(args))))
             return 0
         if args.command == "evaluate":
-            return _evaluate(args.path, args.json)
+            return _evaluate(args.path, args.json, args.record)
         from training.fit import run
 
         result = run(job_from_args(args))
@@ -194,12 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _evaluate(path: Path, json_file: Path | None) -> int:
+def _evaluate(path: Path, json_file: Path | None, record: bool) -> int:
     import json
 
-    from training.evaluate import evaluate_version, format_figures
+    from training.evaluate import evaluate_version, format_figures, record_in_metadata
 
     result = evaluate_version(path)
+    if record:
+        record_in_metadata(path, result)
     print(format_figures(result), flush=True)
     if json_file is not None:
         json_file.parent.mkdir(parents=True, exist_ok=True)

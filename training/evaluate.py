@@ -4,7 +4,8 @@ Every figure is measured through the version's exported `serving_default` (what 
 on held-out material only, composed by `training.evalsets` with fixed seeds, so two versions of a
 model can be compared figure by figure before a label moves:
 
-- `mnist`: accuracy on the held-out digits shifted by up to 2 px and turned by up to 10 degrees.
+- `mnist`: accuracy on the held-out digits shifted by up to 2 px and turned by up to 10 degrees,
+  and on the same digits with a stroke a pixel thicker or thinner, blurred, or enlarged 3x.
 - `ocr`: whole-string accuracy on held-out handwritten strips as picture files through the
   service's own decoding and framing (`/tasks/read-digits`' path), overall and per condition
   (spaced, touching, overlapping, thick, thin, slant, blur, JPEG, dark ink on uneven paper);
@@ -74,9 +75,23 @@ def mnist_figures(serving_fn: Any, split: MnistSplit) -> dict[str, Any]:
     images = evalsets.shifted_turned_digits(split.x_heldout, MNIST_SEED)
     predicted = _run(serving_fn, images)["class_id"]
     plain = _run(serving_fn, split.x_heldout.astype(np.float32)[..., None] / 255.0)["class_id"]
+    turned = images[..., 0]
+    variants = {
+        "thicker": evalsets.thicker(turned),
+        "thinner": evalsets.thinner(turned),
+        "blurred": evalsets.blurred(turned),
+        "enlarged_3x": evalsets.enlarged_then_framed(turned),
+    }
     return {
         "shifted_turned_accuracy": float((predicted == split.y_heldout).mean()),
         "plain_accuracy": float((plain == split.y_heldout).mean()),
+        # The same shifted and turned digits, drawn with another pen or blurred, as served.
+        "shifted_turned_variant_accuracy": {
+            label: float(
+                (_run(serving_fn, _as_served(variant))["class_id"] == split.y_heldout).mean()
+            )
+            for label, variant in variants.items()
+        },
         "digits": int(len(split.y_heldout)),
     }
 
@@ -195,6 +210,22 @@ def _run(serving_fn: Any, images: np.ndarray) -> dict[str, np.ndarray]:
     from training.nets.common import run_signature
 
     return run_signature(serving_fn, np.asarray(images, dtype=np.float32))
+
+
+def record_in_metadata(version_dir: Path, result: dict[str, Any]) -> None:
+    """Keep the figures under `evaluation` in the version's metadata.json (written to a new file
+    and renamed over the old one, so a reader never sees half a file)."""
+    path = Path(version_dir) / publish.METADATA_FILE
+    metadata = publish.read_metadata(Path(version_dir))
+    metadata["evaluation"] = {
+        "command": "python -m training evaluate",
+        "code_revision": publish.code_revision(),
+        "heldout_source": result["heldout_source"],
+        "figures": result["figures"],
+    }
+    staged = path.with_name(f".{path.name}.tmp")
+    staged.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    staged.replace(path)
 
 
 def format_figures(result: dict[str, Any]) -> str:

@@ -39,7 +39,9 @@ class StripStyle:
 
 
 HELDOUT_STYLE = StripStyle()
-TRAINING_STYLE = StripStyle(gap=(0, 10), right_margin=(0, 48), augment=True)
+# Gaps from -4 (overlapping) to 10 columns: touching and overlapping neighbours are common in
+# real handwriting, and a model trained on gaps of 0 and more read 0.21 of overlapping strips.
+TRAINING_STYLE = StripStyle(gap=(-4, 10), right_margin=(0, 48), augment=True)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,10 @@ def compose_strips(
             placements.append((strip, column, tile))
             column += ink.shape[1]
             if position < length - 1:
-                column += int(rng.integers(style.gap[0], style.gap[1] + 1))
+                # A negative gap overlaps the neighbours, but never by more than half the ink
+                # width of this digit, so each digit keeps columns of its own.
+                gap = int(rng.integers(style.gap[0], style.gap[1] + 1))
+                column += max(gap, -(ink.shape[1] // 2))
             tile += 1
         ends[strip] = column
     right = int(rng.integers(style.right_margin[0], style.right_margin[1] + 1))

@@ -45,7 +45,7 @@ def transform(
     # where y grows downwards, which flips the sign of the usual counter-clockwise matrix.
     source_x = (cos * out_x[None] - sin * out_y[None]) * inverse_scale + centre_x
     source_y = (sin * out_x[None] + cos * out_y[None]) * inverse_scale + centre_y
-    result = _bilinear_sample(batch, source_y, source_x)
+    result = sample_bilinear(batch, source_y, source_x)
     return result[..., np.newaxis] if channel else result
 
 
@@ -104,7 +104,8 @@ def random_parameters(rng: np.random.Generator, count: int) -> tuple[np.ndarray,
     return angles, scales
 
 
-def _bilinear_sample(batch: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def sample_bilinear(batch: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """`batch[n, rows[n, i, j], cols[n, i, j]]` at fractional positions; zero outside."""
     count, height, width = batch.shape
     row0 = np.floor(rows).astype(np.int64)
     col0 = np.floor(cols).astype(np.int64)

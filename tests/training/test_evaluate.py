@@ -36,7 +36,7 @@ OCR_FIGURES = (
 
 def _evaluate(version_dir: Path, tmp_path: Path) -> tuple[str, dict]:
     target = tmp_path / f"{version_dir.parent.name}.json"
-    result = run_cli("evaluate", str(version_dir), "--json", str(target))
+    result = run_cli("evaluate", str(version_dir), "--json", str(target), "--record")
     assert_succeeded(result)
     return result.stdout, json.loads(target.read_text())
 
@@ -54,6 +54,15 @@ def test_evaluate_prints_and_writes_every_mnist_and_deskew_figure(
             assert isinstance(value, float) and np.isfinite(value)
         if name == "mnist":
             assert 0.0 <= written["figures"]["shifted_turned_accuracy"] <= 1.0
+            assert set(written["figures"]["shifted_turned_variant_accuracy"]) == {
+                "thicker",
+                "thinner",
+                "blurred",
+                "enlarged_3x",
+            }
+        recorded = json.loads((tiny_runs.repository / name / "1" / "metadata.json").read_text())
+        assert recorded["evaluation"]["figures"] == written["figures"]
+        assert recorded["name"] == name  # the rest of the metadata is kept
 
 
 @pytest.mark.slow

@@ -64,9 +64,11 @@ def test_deskew_generator_yields_labelled_chunks_of_transformed_digits() -> None
     assert images.shape == (GENERATOR_CHUNK, 28, 28, 1) and images.dtype == np.float32
     assert targets["angle"].shape == targets["scale"].shape == (GENERATOR_CHUNK, 1)
     assert np.abs(targets["angle"]).max() <= 45
-    # Each image is exactly the bar transformed by its own labels.
-    expected = transforms.transform(digits[:1], targets["angle"][0, 0], targets["scale"][0, 0])
-    assert np.allclose(images[0, ..., 0], expected[0], atol=1e-5)
+    # Each image is the bar transformed by its own labels, then degraded (pen width, blur,
+    # noise...) in ways that keep its angle: the bar's main axis leans by the label.
+    lean, _ = transforms.principal_axes(images)
+    assert np.median(np.abs(lean - targets["angle"][:, 0])) < 3.0
+    assert images.max(axis=(1, 2, 3)).min() == 1.0  # stretched like an uploaded picture
 
 
 def test_upright_straightens_tall_digits_and_leaves_round_ones() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import keras
@@ -22,14 +21,13 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from training import figures
+from training import figures, strip_batches
 from training.nets.common import KerasInference, conv_bn, run_signature
 from training.recipe import MnistSplit, TrainConfig
 from training.strips import (
     HELDOUT_STYLE,
     MAX_DIGITS,
     STRIP_HEIGHT,
-    TRAINING_STYLE,
     compose_strips,
 )
 
@@ -201,9 +199,11 @@ class OcrRecipe:
     def train_dataset(self, split: MnistSplit, config: TrainConfig, global_batch: int) -> Any:
         """An endless stream of new strips composed from `split.x_train` only.
 
-        Nothing is ever repeated: with 4,500 digits, fresh layouts (lengths, gaps, jitter,
-        margins, per-digit rotation and scale) are the augmentation. The driver bounds each
-        epoch with `steps_per_epoch`.
+        Nothing is ever repeated: with 4,500 digits, fresh layouts (lengths, gaps down to
+        overlapping, jitter, margins, per-digit rotation and scale), picture degradations, the
+        service's own framing and printed strings in the training typefaces are the
+        augmentation (`training.strip_batches`). The driver bounds each epoch with
+        `steps_per_epoch`.
         """
         signature = {
             "image": tf.TensorSpec((global_batch, STRIP_HEIGHT, None, 1), tf.float32),
@@ -358,23 +358,18 @@ def edit_distance(a: str, b: str) -> int:
 def _batch_generator(
     digits: np.ndarray, labels: np.ndarray, batch: int, rng: np.random.Generator
 ) -> Callable[[], Iterator[dict[str, np.ndarray]]]:
-    """A generator factory for `from_generator`: training batches of new strips, forever."""
+    """A generator factory for `from_generator`: training batches of new strips, forever
+    (`training.strip_batches`: handwritten and printed, degraded, mostly framed as served)."""
 
     def generate() -> Iterator[dict[str, np.ndarray]]:
-        while True:
-            longest = int(rng.integers(1, MAX_DIGITS + 1))
-            style = replace(
-                TRAINING_STYLE, max_digits=longest, min_digits=max(1, longest - LENGTH_SPREAD)
-            )
-            strips = compose_strips(digits, labels, batch, rng, style)
-            width = strips.images.shape[2]
-            padded = np.full((batch, MAX_DIGITS), -1, dtype=np.int32)
-            padded[:, : strips.labels.shape[1]] = strips.labels
+        for images, padded, lengths in strip_batches.batches(
+            digits, labels, batch, rng, LENGTH_SPREAD
+        ):
             yield {
-                "image": strips.images,
+                "image": images[..., np.newaxis],
                 "labels": padded,
-                "input_length": np.full((batch, 1), time_steps(width), dtype=np.int32),
-                "label_length": strips.label_lengths[:, np.newaxis],
+                "input_length": np.full((batch, 1), time_steps(images.shape[2]), dtype=np.int32),
+                "label_length": lengths[:, np.newaxis],
             }
 
     return generate
