@@ -1,7 +1,8 @@
 """Fixtures for the service tests: a model repository, one live server, reference models.
 
-The repository is a temporary copy of the published models (`models/mnist`, `deskew`, `ocr`)
-plus a deliberately broken model, so the not-ready paths are exercised by a real failed load.
+The repository is a temporary copy of the newest published version of each model
+(`models/mnist`, `deskew`, `ocr`), as version 1, plus a deliberately broken model, so the
+not-ready paths are exercised by a real failed load.
 Until the training job has published all three, `KERASSERVE_TEST_MODELS=DIR` may point at
 another repository with the same signatures; without either the live tests are skipped.
 """
@@ -52,7 +53,8 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in SERVED_MODELS:
         newest = _newest_version(source / name)
         assert newest is not None
-        shutil.copytree(newest, target / name / newest.name)
+        # The newest published version, as version 1: the tests address versions by number.
+        shutil.copytree(newest, target / name / "1")
     broken = target / BROKEN_MODEL / "1"
     broken.mkdir(parents=True)
     (broken / "saved_model.pb").write_bytes(b"this is not a SavedModel")

@@ -207,8 +207,9 @@ def test_batched_and_unbatched_data_planes_agree(
     unbatched = asyncio.run(outputs_with(UNBATCHED))
     batched = asyncio.run(outputs_with(replace(UNBATCHED, enabled=True)))
     # Strips of different widths are merged by padding the narrower one with background; the
-    # published OCR model is not exactly invariant to that padding (probabilities move by about
-    # 1e-4 at the strip's end), while the decoded text is the same.
+    # published OCR model is not exactly invariant to that padding (its backward GRU reads it:
+    # version 1 moved probabilities by about 1e-4 at the strip's end, version 2 by up to 0.011 in
+    # 2 of 374 values), while the decoded text is the same.
     for one, other in zip(unbatched, batched, strict=True):
         assert one["text"].tolist() == other["text"].tolist()
-        np.testing.assert_allclose(one["probabilities"], other["probabilities"], atol=1e-3)
+        np.testing.assert_allclose(one["probabilities"], other["probabilities"], atol=0.03)

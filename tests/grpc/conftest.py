@@ -1,7 +1,7 @@
 """A real `python -m app` with its gRPC port on 127.0.0.1, and the clients people already use.
 
 One server for the module-spanning tests (free ports for HTTP and gRPC, API and admin tokens,
-fast polling), over a temporary repository: the committed models linked in, a `config.yaml`
+fast polling), over a temporary repository: version 1 of the committed models, a `config.yaml`
 with a label and a deliberately small OCR queue (one inference thread, 16 queued rows) for the
 queue and deadline rows, and a copy of mnist named `reloaded` that the hot-reload test publishes
 into. Nothing here mocks TensorFlow, gRPC or HTTP.
@@ -81,10 +81,13 @@ def wait_for_grpc(address: str, timeout_s: float, live: LiveServer | None = None
 
 
 def make_repository(root: Path) -> Path:
-    """The committed models linked in, a copy of mnist as `reloaded`, the config file."""
+    """Version 1 of each committed model, a copy of mnist as `reloaded`, the config file.
+
+    Only version 1: the tests address it by number and label, and compare it with its own
+    SavedModel (the committed repository also holds later versions)."""
     root.mkdir(parents=True)
     for name in MODELS:
-        (root / name).symlink_to(REPO_ROOT / "models" / name, target_is_directory=True)
+        shutil.copytree(REPO_ROOT / "models" / name / "1", root / name / "1")
     shutil.copytree(REPO_ROOT / "models" / "mnist" / "1", root / RELOADED / "1")
     (root / "config.yaml").write_text(CONFIG)
     return root
