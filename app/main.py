@@ -23,7 +23,6 @@ from starlette.requests import ClientDisconnect
 from app import metrics, tasks, web
 from app.batching import BatchingOptions
 from app.body_limit import BodySizeLimitMiddleware
-from app.control_state import control_state_for
 from app.dataplane import SERVER_NAME, SERVER_VERSION, DataPlane
 from app.devices import DeviceReport, configure_devices, gpu_memory_in_use
 from app.errors import ServingError
@@ -36,7 +35,8 @@ from app.protocols.common import json_response
 from app.protocols.grpc.lifecycle import GrpcLifecycle
 from app.protocols.hot_routes import hoist_inference_routes
 from app.registry import ModelRegistry
-from app.reloader import RepositoryReloader
+from app.repository.control_state import control_state_for
+from app.repository.reloader import RepositoryReloader
 from app.runners import Runner, build_runner
 from app.security.http import AccessMiddleware, document_bearer_tokens
 from app.servable import Servable
@@ -97,7 +97,7 @@ def create_app(
         on_loaded=lifecycle.after_load,
     )
     service_metrics.state.watch(
-        reloader.version_snapshots, gpu_memory_in_use if report.mode == "gpu" else None
+        reloader.status.version_snapshots, gpu_memory_in_use if report.mode == "gpu" else None
     )
 
     # The gRPC front end on the same data plane (started in the background: see its module).
@@ -107,7 +107,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # SIGTERM/SIGINT drain this worker (app.lifecycle), however many workers there are.
         lifecycle.take_over_signals()
-        # Initial load, then polling (app.reloader); readiness turns true after the first.
+        # Initial load, then polling (app.repository.reloader); readiness turns true after the
+        # first.
         loading = asyncio.create_task(reloader.run(), name="repository-reloader")
         grpc_front.start()
         try:

@@ -78,7 +78,7 @@ class ModelVersion:
 
 
 class ModelRegistry:
-    """All served models. `app.reloader` decides what to load; `close()` at shutdown."""
+    """All served models. `app.repository.reloader` decides what to load; `close()` at shutdown."""
 
     def __init__(
         self,
@@ -260,6 +260,14 @@ class ModelRegistry:
 
     def batching_for(self, name: str) -> BatchingOptions:
         return self.batching_overrides.get(name, self.default_batching)
+
+    def set_batching_overrides(self, overrides: dict[str, BatchingOptions]) -> None:
+        """Per-model batching options from the repository config (versions loaded from now)."""
+        self.batching_overrides = dict(overrides)
+
+    def mark_initial_load_done(self) -> None:
+        """The first pass over the repository is over: readiness may turn true."""
+        self.initial_load_done = True
 
     # ---- lookup --------------------------------------------------------------------------
 

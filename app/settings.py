@@ -17,7 +17,7 @@ from app.batching import BatchingOptions
 from app.devices import DeviceMode, DeviceOptions
 from app.keras_archive import KerasOptions
 from app.limits import ImageLimits, TensorLimits
-from app.repository_config import DEFAULT_CONFIG_NAME
+from app.repository.config import DEFAULT_CONFIG_NAME
 from app.security.tokens import TokenGuard
 
 ENV_PREFIX = "KERASSERVE_"
@@ -105,12 +105,13 @@ class Settings(BaseSettings):
     batching: BatchingOptions = BatchingOptions()
     drain_timeout_s: float = Field(default=10.0, ge=0)
 
-    # Model lifecycle (app.reloader): repository polling (0: off), the repository
+    # Model lifecycle (app.repository.reloader): repository polling (0: off), the repository
     # config file (default <model_repository>/config.yaml), SIGTERM grace period, log format.
     poll_interval: float = Field(default=2.0, ge=0, description="seconds")
     repository_config: Path | None = None
-    # Where the worker processes share the model-control API's decisions (app.control_state);
-    # none: in memory with one worker, a private directory per run with several.
+    # Where the worker processes share the model-control API's decisions
+    # (app.repository.control_state); none: in memory with one worker, a private directory per
+    # run with several.
     state_dir: Path | None = None
     shutdown_grace: float = Field(default=30.0, ge=0, description="seconds")
     log_format: LogFormat = "text"

@@ -1,7 +1,7 @@
 """Batching options and what the batcher needs from a servable and from metrics.
 
 `BatchingOptions` is validated here, once (`__post_init__`); the settings (pydantic) and the
-repository config (`app.repository_config`) both build it, so a bad value gets the same message
+repository config (`app.repository.config`) both build it, so a bad value gets the same message
 wherever it comes from.
 """
 

@@ -1,9 +1,10 @@
 """The KServe v2 / Triton model repository extension: index, load, unload (and config status).
 
 Triton refuses these calls while it polls the repository; here both work together, by one rule
-(`app.reloader`): an explicit unload pins the model unloaded and polling leaves it alone until
-an explicit load, which also retries versions that failed to load. Loading and unloading finish
-before the response (as in Triton): a 200 from `unload` means in-flight requests have drained.
+(`app.repository.reloader`): an explicit unload pins the model unloaded and polling leaves it
+alone until an explicit load, which also retries versions that failed to load. Loading and
+unloading finish before the response (as in Triton): a 200 from `unload` means in-flight
+requests have drained.
 
 - `POST /v2/repository/index`, optional body `{"ready": true}`: `[{"name", "version",
   "state", "reason"}]`, one entry per version on disk or known to the server; states are
@@ -27,7 +28,7 @@ from fastapi import APIRouter, Request, Response
 from app.errors import InvalidInput, Unavailable
 from app.protocols.common import json_response, read_json_body
 from app.registry import VersionState
-from app.reloader import RepositoryReloader
+from app.repository.reloader import RepositoryReloader
 
 
 def _reloader(request: Request) -> RepositoryReloader:
@@ -82,6 +83,6 @@ def build_router() -> APIRouter:
 
     @router.get("/config", summary="The repository config in force and its errors")
     async def config(request: Request) -> Response:
-        return json_response(_reloader(request).config_status())
+        return json_response(_reloader(request).status.config_status())
 
     return router

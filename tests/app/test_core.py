@@ -18,8 +18,8 @@ from app.batching import BatchingOptions
 from app.dataplane import DataPlane, validate_inputs
 from app.errors import InvalidInput, NotFound, Unavailable
 from app.registry import ModelRegistry, VersionState
-from app.reloader import RepositoryReloader
 from app.repository import RepositoryError, VersionPolicy, read_metadata, scan_repository
+from app.repository.reloader import RepositoryReloader
 from app.runners import UnbatchedRunner
 from app.servable import ModelLoadError, Servable
 from tests.app.conftest import BROKEN_MODEL

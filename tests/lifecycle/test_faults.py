@@ -34,9 +34,9 @@ from app.batching import BatchingOptions
 from app.metrics import ServiceMetrics
 from app.redaction import public_text, repository_name
 from app.registry import ModelRegistry
-from app.reloader import RepositoryReloader
 from app.repository import RepositoryError, check_version_files, scan_repository_report
-from app.repository_config import RepositoryConfigError, parse_repository_config
+from app.repository.config import RepositoryConfigError, parse_repository_config
+from app.repository.reloader import RepositoryReloader
 from app.warmup import (
     WarmupFileError,
     WarmupLimits,

@@ -11,7 +11,7 @@ import yaml
 
 from app.batching import BatchingOptions
 from app.repository import VersionPolicy
-from app.repository_config import (
+from app.repository.config import (
     RepositoryConfigError,
     load_repository_config,
     parse_repository_config,

@@ -39,7 +39,7 @@ from app.observability import (
     request_log,
 )
 from app.protocols.grpc.status import Unimplemented, grpc_code
-from app.reloader import RepositoryReloader
+from app.repository.reloader import RepositoryReloader
 from app.security.tokens import Access, TokenGuard
 
 log = logging.getLogger(__name__)

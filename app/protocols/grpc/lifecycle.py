@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from app.dataplane import DataPlane
     from app.metrics import ServiceMetrics
-    from app.reloader import RepositoryReloader
+    from app.repository.reloader import RepositoryReloader
     from app.security.tokens import TokenGuard
     from app.settings import Settings
 

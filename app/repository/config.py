@@ -1,7 +1,7 @@
 """The repository config file: per-model version policy, version labels and batching options.
 
-One file, re-read whenever its mtime or size changes (`app.reloader`), so operators change
-policies, move labels and tune batching without a restart. Default location:
+One file, re-read whenever its mtime or size changes (`app.repository.watcher`), so operators
+change policies, move labels and tune batching without a restart. Default location:
 `<repository>/config.yaml` (`--repository-config` / `KERASSERVE_REPOSITORY_CONFIG` to move it).
 YAML or JSON (a `.json` file is read as JSON; JSON is valid YAML anyway). Format::
 
@@ -22,7 +22,7 @@ error is reported (log, `GET /v2/repository/config`, metrics), so a typo never u
 Numbers must be finite and within `BATCHING_BOUNDS` (`timeout_s: .nan` or `.inf`, a negative
 delay, a thread count of a billion: refused, naming the key). Messages name the file by its
 repository-relative name, never by its absolute path. What happens when the file is missing or
-empty for a moment (an editor's save) is the reloader's business (`app.reloader`).
+empty for a moment (an editor's save) is the reloader's business (`app.repository.reloader`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The control API (`POST /v2/repository/models/NAME/load|unload`) reaches one worker: the one
 whose connection carried the request. So that the decision holds in every worker, it is not
 kept in that worker's memory but in `ControlState`, which every worker's reloader reads at each
-poll and applies (`app.reloader`). Two facts are shared:
+poll and applies (`app.repository.reloader`). Two facts are shared:
 
 - `unloaded`: the models pinned unloaded by request (polling leaves them alone);
 - `loads`: per model, how many explicit loads were asked for. A worker that sees the count go
