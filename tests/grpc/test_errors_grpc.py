@@ -285,6 +285,7 @@ def _metric(server: GrpcServer, name: str, **labels: str) -> float:
 
 
 OCR_BATCHES = {"name": "kerasserve_batch_size_rows_count", "model": "ocr"}
+OCR_QUEUE = {"name": "kerasserve_queue_depth_rows", "model": "ocr"}
 OCR_BIG_ROWS = 16  # about 0.2 s on a quiet machine (one TF thread), more under load
 
 
@@ -313,8 +314,13 @@ def test_deadline_shorter_than_the_queue_wait_and_its_work_is_dropped(
         with pytest.raises(grpc.RpcError) as caught:
             stub.ModelInfer(_ocr_request(1), metadata=API_METADATA, timeout=0.05)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        queued = _metric(grpc_server, **OCR_QUEUE)
         cancelled = stub.ModelInfer.future(_ocr_request(1), metadata=API_METADATA, timeout=30)
-        time.sleep(0.03)
+        # Cancel once the server has it queued: a fixed 30 ms sleep lost that race on a busy
+        # machine (cancelled before the server saw the call, so no 499 was counted).
+        deadline = time.monotonic() + 10
+        while _metric(grpc_server, **OCR_QUEUE) <= queued and time.monotonic() < deadline:
+            time.sleep(0.005)
         cancelled.cancel()
         assert busy.result().outputs[0].name == "text"
     time.sleep(0.3)
