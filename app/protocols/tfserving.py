@@ -16,6 +16,7 @@ routes are plain Starlette routes (no FastAPI dependency solving), like KServe v
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -203,43 +204,35 @@ async def classify(request: Request) -> Response:
     `{"results": [[[label, score], ...] per example]}`; a label is "" when the signature has
     no `classes` output, as in TF Serving.
     """
-    name, version, label = _which(request)
-    plane: DataPlane = request.app.state.dataplane
-    body = parse_json(await read_json_bytes(request))
-    signature = _signature_name(body)
-    examples, context = examples_from_body(body, plane.example_limits)
-    result, found = await plane.classify(
-        name,
-        examples,
-        context,
-        version=version,
-        label=label,
-        signature=signature,
-        client_gone=client_gone(request),
-    )
-    note_served_version(request.scope, result.model_version)
+    found = await _examples_through(request, lambda plane: plane.classify)
     return json_response({"results": _classification_rows(found)})
 
 
 async def regress(request: Request) -> Response:
     """TF Serving's `:regress`: `tf.Example`s through a regression signature;
     `{"results": [value per example]}`."""
+    values = await _examples_through(request, lambda plane: plane.regress)
+    return json_response({"results": values})
+
+
+async def _examples_through(request: Request, method: Callable[[DataPlane], Any]) -> Any:
+    """Read a `:classify`/`:regress` body, run it through `method` of the data plane, note the
+    version that answered; what the method found (classifications or values)."""
     name, version, label = _which(request)
     plane: DataPlane = request.app.state.dataplane
     body = parse_json(await read_json_bytes(request))
-    signature = _signature_name(body)
     examples, context = examples_from_body(body, plane.example_limits)
-    result, values = await plane.regress(
+    result, found = await method(plane)(
         name,
         examples,
         context,
         version=version,
         label=label,
-        signature=signature,
+        signature=_signature_name(body),
         client_gone=client_gone(request),
     )
     note_served_version(request.scope, result.model_version)
-    return json_response({"results": values})
+    return found
 
 
 def _classification_rows(found: Classifications) -> list[list[list[Any]]]:

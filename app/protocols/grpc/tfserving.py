@@ -122,23 +122,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @rpc(Access.API, PROTOCOL)
     async def Classify(self, request: Any, call: Call) -> Any:
-        name, version, label = model_spec(request.model_spec)
-        model_label(call, name)
-        signature = request.model_spec.signature_name or None
-        examples, context = _examples(request.input)
-        result, found = await self.front.dataplane.classify(
-            name,
-            examples,
-            context,
-            version=version,
-            label=label,
-            signature=signature,
-            timeout_s=call.timeout_s,
-        )
-        call.served(name, result.model_version)
         response = classification_pb2.ClassificationResponse()
-        _answered_spec(response.model_spec, name, result.model_version, signature)
-        for row in range(len(examples)):
+        found = await self._examples_through(request, call, response, self.front.dataplane.classify)
+        for row in range(found.rows):
             classes = response.result.classifications.add().classes
             for class_label, score in found.pairs(row):
                 classes.add(label=class_label, score=float(score))
@@ -146,11 +132,20 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @rpc(Access.API, PROTOCOL)
     async def Regress(self, request: Any, call: Call) -> Any:
+        response = regression_pb2.RegressionResponse()
+        values = await self._examples_through(request, call, response, self.front.dataplane.regress)
+        for value in values.tolist():
+            response.result.regressions.add(value=value)
+        return response
+
+    async def _examples_through(self, request: Any, call: Call, response: Any, method: Any) -> Any:
+        """Run a Classify/Regress request's examples through `method` of the data plane and
+        fill the response's model spec; what the method found (classifications or values)."""
         name, version, label = model_spec(request.model_spec)
         model_label(call, name)
         signature = request.model_spec.signature_name or None
         examples, context = _examples(request.input)
-        result, values = await self.front.dataplane.regress(
+        result, found = await method(
             name,
             examples,
             context,
@@ -160,11 +155,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             timeout_s=call.timeout_s,
         )
         call.served(name, result.model_version)
-        response = regression_pb2.RegressionResponse()
         _answered_spec(response.model_spec, name, result.model_version, signature)
-        for value in values.tolist():
-            response.result.regressions.add(value=value)
-        return response
+        return found
 
     @rpc(Access.API, PROTOCOL)
     async def MultiInference(self, request: Any, call: Call) -> Any:
