@@ -93,3 +93,47 @@ class BoundedLoad:
     def _add(self, outcome: Outcome) -> None:
         with self._lock:
             self.outcomes.append(outcome)
+
+
+@dataclass
+class PostsUntilStopped:
+    """`clients` threads posting one body in a loop (one connection each) until `stop()` or a
+    transport error; `results`: (started, finished, status or the error's type name)."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    clients: int = 4
+    results: list[tuple[float, float, int | str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> PostsUntilStopped:
+        for _ in range(self.clients):
+            thread = threading.Thread(target=self._client, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> list[tuple[float, float, int | str]]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        with self._lock:
+            return list(self.results)
+
+    def _client(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30.0) as client:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    status: int | str = client.post(
+                        f"/v2/models/{MODEL}/infer", content=self.body, headers=self.headers
+                    ).status_code
+                except httpx.TransportError as exc:
+                    status = type(exc).__name__
+                with self._lock:
+                    self.results.append((started, time.monotonic(), status))
+                if isinstance(status, str):
+                    return

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from pathlib import Path
 
 import httpx
 
 from tests.lifecycle.conftest import MODEL, binary_infer_request
+from tests.lifecycle.load import PostsUntilStopped
 
 GRACE_S = 10.0
 BIG_BATCH_ROWS = 128  # in flight for some ms: requests straddle the signal
@@ -17,33 +17,10 @@ BIG_BATCH_ROWS = 128  # in flight for some ms: requests straddle the signal
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(repository: Path, start_server) -> None:
     body, headers = binary_infer_request(BIG_BATCH_ROWS)
-    results: list[tuple[float, float, int | str]] = []  # started, finished, status or error
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def client_loop(url: str) -> None:
-        with httpx.Client(base_url=url, timeout=30.0) as client:
-            while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    status: int | str = client.post(
-                        f"/v2/models/{MODEL}/infer", content=body, headers=headers
-                    ).status_code
-                except httpx.TransportError as exc:
-                    status = type(exc).__name__
-                with lock:
-                    results.append((started, time.monotonic(), status))
-                if isinstance(status, str):
-                    return
-
     with start_server(repository, "--shutdown-grace", str(GRACE_S)) as server:
         probe = httpx.Client(base_url=server.url, timeout=30.0)
         assert probe.get("/v2/health/ready").status_code == 200
-        threads = [
-            threading.Thread(target=client_loop, args=(server.url,), daemon=True) for _ in range(4)
-        ]
-        for thread in threads:
-            thread.start()
+        posts = PostsUntilStopped(server.url, body, headers, clients=4).start()
         time.sleep(2.0)
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
@@ -52,9 +29,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(repository: Path, star
         new_request = probe.post(f"/v2/models/{MODEL}/infer", content=body, headers=headers)
         exit_status = server.process.wait(timeout=GRACE_S + 10.0)
         exited = time.monotonic()
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=10)
+        results = posts.stop()
         probe.close()
         log = server.log()
 

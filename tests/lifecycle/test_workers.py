@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from tests.lifecycle.conftest import (
     publish_copy,
     v2_infer_body,
 )
-from tests.lifecycle.load import BoundedLoad
+from tests.lifecycle.load import BoundedLoad, PostsUntilStopped
 from tests.live_server import LiveServer, live_server
 
 WORKERS = 4
@@ -215,28 +214,7 @@ def test_new_version_under_load_then_sigterm_under_load(
 
         # SIGTERM to the supervisor under load: each worker drains, the supervisor exits 0.
         body, headers = binary_infer_request(BIG_BATCH_ROWS)
-        results: list[tuple[float, float, int | str]] = []  # started, finished, status/error
-        lock = threading.Lock()
-        stop = threading.Event()
-
-        def client_loop() -> None:
-            with httpx.Client(base_url=server.url, timeout=30.0) as client:
-                while not stop.is_set():
-                    started = time.monotonic()
-                    try:
-                        status: int | str = client.post(
-                            f"/v2/models/{MODEL}/infer", content=body, headers=headers
-                        ).status_code
-                    except httpx.TransportError as exc:
-                        status = type(exc).__name__
-                    with lock:
-                        results.append((started, time.monotonic(), status))
-                    if isinstance(status, str):
-                        return
-
-        threads = [threading.Thread(target=client_loop, daemon=True) for _ in range(WORKERS)]
-        for thread in threads:
-            thread.start()
+        posts = PostsUntilStopped(server.url, body, headers, clients=WORKERS).start()
         time.sleep(2.0)
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
@@ -251,9 +229,7 @@ def test_new_version_under_load_then_sigterm_under_load(
         )
         exit_status = server.process.wait(timeout=GRACE_S + 15.0)
         exited = time.monotonic()
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=10)
+        results = posts.stop()
         log = server.log()
 
     assert exit_status == 0, log[-3000:]
