@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from app.repository.format import newest_version_dir
 from bench.loadgen import BodyFiles, run_wrk
 from bench.payloads import Payload, sample_digits
 from bench.processes import ServerProcess, free_port, http_request
@@ -50,12 +51,10 @@ def build_models(repository: Path) -> dict[str, str]:
     from training.publish import load_keras_weights
     from training.recipe import TrainConfig
 
-    versions = sorted(
-        (p for p in (REPO_ROOT / "models" / "mnist").iterdir() if p.name.isdigit()),
-        key=lambda p: int(p.name),
-    )
+    newest = newest_version_dir(REPO_ROOT / "models" / "mnist")
+    assert newest is not None, "no published mnist version"
     model = MnistRecipe().build_training_model(TrainConfig(epochs=1, batch_size=64))
-    load_keras_weights(model, versions[-1] / "keras" / "model.weights.h5")
+    load_keras_weights(model, newest / "keras" / "model.weights.h5")
     (repository / "keras" / "1").mkdir(parents=True)
     model.save(repository / "keras" / "1" / "model.keras")
     model.export(str(repository / "savedmodel" / "1"), verbose=False)

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from app.repository.format import newest_version_dir
 from bench.loadgen import (
     BodyFiles,
     LoadGeneratorError,
@@ -96,17 +97,10 @@ def probe_grpc(server: ServerProcess, payload: Payload) -> str | None:
     return None if result.get_response().outputs else "gRPC probe: no outputs"
 
 
-def latest_version(model_folder: Path) -> Path | None:
-    versions = (
-        [p for p in model_folder.iterdir() if p.name.isdigit()] if model_folder.is_dir() else []
-    )
-    return max(versions, key=lambda p: int(p.name)) if versions else None
-
-
 def repository_models(repository: Path) -> tuple[str, ...]:
     if not repository.is_dir():
         return ()
-    return tuple(sorted(p.name for p in repository.iterdir() if latest_version(p) is not None))
+    return tuple(sorted(p.name for p in repository.iterdir() if newest_version_dir(p) is not None))
 
 
 def timed_import_tensorflow(python: str) -> float:
@@ -392,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     row_counts = [int(r) for r in args.rows.split(",")]
     service_models = repository_models(args.model_repository)
-    mnist_dir = args.mnist_dir or latest_version(args.model_repository / "mnist")
+    mnist_dir = args.mnist_dir or newest_version_dir(args.model_repository / "mnist")
     if mnist_dir is None:
         sys.exit(
             f"no mnist SavedModel under {args.model_repository}/mnist; pass --mnist-dir "
@@ -442,7 +436,9 @@ def main(argv: list[str] | None = None) -> None:
             bench.import_tensorflow.append(round(timed_import_tensorflow(sys.executable), 3))
             for model in ("mnist", "ocr"):
                 model_dir = (
-                    mnist_dir if model == "mnist" else latest_version(args.model_repository / "ocr")
+                    mnist_dir
+                    if model == "mnist"
+                    else newest_version_dir(args.model_repository / "ocr")
                 )
                 if model_dir is not None and (model == "mnist" or model in models):
                     bench.inprocess += [

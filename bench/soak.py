@@ -38,6 +38,7 @@ import numpy as np
 import orjson
 from PIL import Image
 
+from app.repository.format import list_versions, newest_version_dir
 from bench.payloads import build_payload, sample_digits
 from bench.processes import ServerProcess, free_port
 
@@ -314,8 +315,7 @@ async def client_loop(
 
 def publish_version(repository: Path, model: str, source: Path) -> int:
     """Copy `source` as the next version, staged in a hidden folder and renamed into place."""
-    versions = [int(p.name) for p in (repository / model).iterdir() if p.name.isdigit()]
-    version = max(versions, default=0) + 1
+    version = max(list_versions(repository / model), default=0) + 1
     staging = repository / model / f".tmp-soak-{version}"
     shutil.copytree(source, staging)
     staging.rename(repository / model / str(version))
@@ -378,10 +378,10 @@ async def memory_sampler(server: ServerProcess, until: float, run: Run) -> None:
 def prepare_repository(source: Path, target: Path) -> Path:
     """The newest version of each model as version 1, and labels on mnist version 1."""
     for model in MODELS:
-        versions = sorted(
-            (p for p in (source / model).iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
-        )
-        shutil.copytree(versions[-1], target / model / "1")
+        newest = newest_version_dir(source / model)
+        if newest is None:
+            raise SystemExit(f"no published version of {model} under {source}")
+        shutil.copytree(newest, target / model / "1")
     write_config(target, {"stable": 1, "canary": 1})
     return target / "mnist" / "1"
 

@@ -59,6 +59,12 @@ def list_versions(model_dir: Path) -> list[int]:
     )
 
 
+def newest_version_dir(model_dir: Path) -> Path | None:
+    """The folder of the highest published version under a model folder, or None."""
+    versions = list_versions(model_dir)
+    return model_dir / str(versions[-1]) if versions else None
+
+
 def read_metadata(version_path: Path) -> dict[str, Any]:
     """The version's `metadata.json`, or `{}` when the training job wrote none."""
     path = version_path / METADATA_FILE

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
+from app.repository.format import newest_version_dir
 from tests.live_server import REPO_ROOT, LiveServer, live_server
 
 SERVED_MODELS = ("mnist", "deskew", "ocr")
@@ -27,15 +28,10 @@ TEST_MAX_BODY_BYTES = 1024 * 1024
 HELDOUT_ROWS = 10  # one held-out digit of each class
 
 
-def _newest_version(model_path: Path) -> Path | None:
-    versions = [p for p in model_path.iterdir() if p.is_dir() and p.name.isdigit()]
-    return max(versions, key=lambda p: int(p.name), default=None) if model_path.is_dir() else None
-
-
 def _source_repository() -> Path | None:
     for candidate in (REPO_ROOT / "models", Path(os.environ.get("KERASSERVE_TEST_MODELS", ""))):
         if candidate.name and all(
-            (candidate / m).is_dir() and _newest_version(candidate / m) for m in SERVED_MODELS
+            (candidate / m).is_dir() and newest_version_dir(candidate / m) for m in SERVED_MODELS
         ):
             return candidate
     return None
@@ -51,7 +47,7 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     target = tmp_path_factory.mktemp("repository")
     for name in SERVED_MODELS:
-        newest = _newest_version(source / name)
+        newest = newest_version_dir(source / name)
         assert newest is not None
         # The newest published version, as version 1: the tests address versions by number.
         shutil.copytree(newest, target / name / "1")
@@ -92,7 +88,7 @@ class ReferenceModels:
 
         # Keep the loaded objects: their signatures read variables the objects own.
         self._loaded = {
-            name: tf.saved_model.load(str(_newest_version(repository / name)))
+            name: tf.saved_model.load(str(newest_version_dir(repository / name)))
             for name in SERVED_MODELS
         }
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.repository.format import newest_version_dir
 from tests.live_server import REPO_ROOT, LiveServer, live_server
 
 SERVED_MODELS = ("mnist", "deskew", "ocr")
@@ -31,21 +32,16 @@ MEMORY_CONSTANT = 64 * 1024 * 1024
 CLIENT_ERRORS = frozenset({400, 404, 413, 415, 429})
 
 
-def _newest_version(model: Path) -> Path | None:
-    versions = [p for p in model.iterdir() if p.is_dir() and p.name.isdigit()]
-    return max(versions, key=lambda p: int(p.name), default=None)
-
-
 @pytest.fixture(scope="session")
 def hostile_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = REPO_ROOT / "models"
-    if not all((source / m).is_dir() and _newest_version(source / m) for m in SERVED_MODELS):
+    if not all((source / m).is_dir() and newest_version_dir(source / m) for m in SERVED_MODELS):
         pytest.skip(
             "models/ has not got mnist, deskew and ocr published yet (run the training jobs)"
         )
     target = tmp_path_factory.mktemp("hostile-repository")
     for name in SERVED_MODELS:
-        newest = _newest_version(source / name)
+        newest = newest_version_dir(source / name)
         assert newest is not None
         shutil.copytree(newest, target / name / newest.name)
     return target

@@ -11,6 +11,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from app.repository.format import newest_version_dir
 from tests.live_server import REPO_ROOT, LiveServer, live_server
 from tests.security.conftest import ADMIN_HEADERS, ADMIN_TOKEN, API_HEADERS, API_TOKEN
 
@@ -20,7 +21,8 @@ MODEL = "mnist"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     source = REPO_ROOT / "models" / MODEL
-    newest = max((p for p in source.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    newest = newest_version_dir(source)
+    assert newest is not None, f"no published version under {source}"
     repository = tmp_path_factory.mktemp("repository")
     shutil.copytree(newest, repository / MODEL / newest.name)
     args = [

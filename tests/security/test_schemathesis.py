@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.repository.format import newest_version_dir
 from tests.live_server import REPO_ROOT, LiveServer, live_server
 from tests.security.conftest import ADMIN_HEADERS, ADMIN_TOKEN, API_HEADERS, API_TOKEN
 
@@ -38,7 +39,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     repository = tmp_path_factory.mktemp("repository")
     for name in MODELS:
         source = REPO_ROOT / "models" / name
-        newest = max((p for p in source.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        newest = newest_version_dir(source)
+        assert newest is not None, f"no published version under {source}"
         shutil.copytree(newest, repository / name / newest.name)
     args = [
         "--device",
