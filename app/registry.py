@@ -78,7 +78,12 @@ class ModelVersion:
 
 
 class ModelRegistry:
-    """All served models. `app.repository.reloader` decides what to load; `close()` at shutdown."""
+    """All served models. `app.repository.reloader` decides what to load; `close()` at shutdown.
+
+    Longer than our ~200-line rule on purpose: loading, unloading, runner rebuilds, resolution
+    and leases all read and write the one table of versions, and the order between them (a
+    lease taken before an unload drains it) is easiest to check where the table lives.
+    """
 
     def __init__(
         self,

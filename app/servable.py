@@ -86,7 +86,12 @@ def _spec_from_tf(name: str, tf_spec: Any) -> TensorSpec:
 
 
 class Servable:
-    """A loaded version. Build it with `Servable.load`; `predict` may be called from any thread."""
+    """A loaded version. Build it with `Servable.load`; `predict` may be called from any thread.
+
+    Over ~200 lines because both loaders (SavedModel, Keras archive) live here: each builds the
+    same object from its own format, and keeping them beside `predict` and the warm-up keeps
+    what a loaded version guarantees (named specs, index limits, signatures) in one place.
+    """
 
     def __init__(
         self,
