@@ -151,35 +151,24 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
 
 def _examples_openapi(path: str) -> dict[str, Any]:
     """TF Serving's classify/regress body (FastAPI cannot see it on a raw-Request route)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"type": "object"},
-                    "example": {
-                        "signature_name": "classify_x_to_y",
-                        "context": {"country": "fr"},
-                        "examples": [{"x": 1.0}, {"x": 2.5, "image": {"b64": "aW1hZ2U="}}],
-                    },
-                }
-            },
-        },
-        "parameters": _path_parameters(path),
+    example = {
+        "signature_name": "classify_x_to_y",
+        "context": {"country": "fr"},
+        "examples": [{"x": 1.0}, {"x": 2.5, "image": {"b64": "aW1hZ2U="}}],
     }
+    return _json_body_openapi(path, example)
 
 
 def _predict_openapi(path: str) -> dict[str, Any]:
     """The JSON body and path parameters, which FastAPI cannot see on a raw-Request route."""
+    return _json_body_openapi(path, {"instances": [[[[0.0]] * 28] * 28]})
+
+
+def _json_body_openapi(path: str, example: dict[str, Any]) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"type": "object"},
-                    "example": {"instances": [[[[0.0]] * 28] * 28]},
-                }
-            },
+            "content": {"application/json": {"schema": {"type": "object"}, "example": example}},
         },
         "parameters": _path_parameters(path),
     }
