@@ -1,8 +1,10 @@
-"""Fixtures for the service tests: a model repository, one live server, reference models.
+"""Fixtures for the service tests: a model repository, the app over it, reference models.
 
 The repository is a temporary copy of the newest published version of each model
 (`models/mnist`, `deskew`, `ocr`), as version 1, plus a deliberately broken model, so the
-not-ready paths are exercised by a real failed load.
+not-ready paths are exercised by a real failed load. The protocol, codec and error tests talk
+to one in-process app over it (`tests.in_process`: the real middleware, routes and TensorFlow,
+no port); only the tests about processes or sockets start servers of their own.
 Until the training job has published all three, `KERASSERVE_TEST_MODELS=DIR` may point at
 another repository with the same signatures; without either the live tests are skipped.
 """
@@ -20,7 +22,8 @@ import numpy as np
 import pytest
 
 from app.repository.format import newest_version_dir
-from tests.live_server import REPO_ROOT, LiveServer, live_server
+from tests.in_process import InProcessApp, in_process_sync
+from tests.live_server import REPO_ROOT
 
 SERVED_MODELS = ("mnist", "deskew", "ocr")
 BROKEN_MODEL = "broken"
@@ -58,26 +61,15 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(
-    model_repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveServer]:
-    """One CPU-only server for the whole session, with a small body limit to test 413."""
-    args = [
-        "--device",
-        "cpu",
-        "--max-body-bytes",
-        str(TEST_MAX_BODY_BYTES),
-        "--log-level",
-        "warning",
-    ]
-    with live_server(model_repository, tmp_path_factory.mktemp("logs"), args) as running:
-        yield running
+def served(model_repository: Path) -> Iterator[InProcessApp]:
+    """One CPU-only app for the whole session, with a small body limit to test 413."""
+    with in_process_sync(model_repository, max_body_bytes=TEST_MAX_BODY_BYTES) as app:
+        yield app
 
 
-@pytest.fixture()
-def client(server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60.0) as http:
-        yield http
+@pytest.fixture(scope="session")
+def client(served: InProcessApp) -> httpx.Client:
+    return served.client
 
 
 class ReferenceModels:

@@ -1,7 +1,7 @@
-"""The batcher behind a live server: concurrent mixed-protocol requests and the 429 bound.
+"""The batcher behind the app in-process: concurrent mixed-protocol requests and the 429 bound.
 
 Every request carries its own rows; answers must be exactly that request's, whichever protocol
-it came in by and whichever requests it was merged with. The queue bound is checked on a server
+it came in by and whichever requests it was merged with. The queue bound is checked on an app
 started with a tiny `max_queued_rows`, where concurrent binary requests must get 429 with the
 error JSON, and every request that was admitted must still get its right answer.
 """
@@ -9,6 +9,7 @@ error JSON, and every request that was admitted must still get its right answer.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ import numpy as np
 import orjson
 import pytest
 
+from app.batching import BatchingOptions
 from tests.app.conftest import ReferenceModels
-from tests.live_server import LiveServer, live_server
+from tests.in_process import InProcessApp, in_process_sync
 
 FLOAT_TOLERANCE = 1e-5
+CONCURRENCY = 24
 Answer = tuple[int, dict[str, np.ndarray] | str]
 
 
@@ -115,19 +118,21 @@ def _assert_answer(answer: dict[str, np.ndarray], expected: dict[str, np.ndarray
 
 
 def test_concurrent_mixed_protocol_requests_get_their_own_answers(
-    server: LiveServer, reference_models: ReferenceModels
+    served: InProcessApp, reference_models: ReferenceModels
 ) -> None:
     images = [_images(1 + i % 4, seed=i) for i in range(48)]
 
-    async def send_all() -> list[Answer]:
-        async with httpx.AsyncClient(
-            base_url=server.url, timeout=60.0, limits=httpx.Limits(max_connections=24)
-        ) as client:
-            return await asyncio.gather(
-                *(PROTOCOLS[i % len(PROTOCOLS)](client, image) for i, image in enumerate(images))
-            )
+    async def send_all(client: httpx.AsyncClient) -> list[Answer]:
+        # At most CONCURRENCY requests in flight, as a client with that many connections.
+        slots = asyncio.Semaphore(CONCURRENCY)
 
-    answers = asyncio.run(send_all())
+        async def send(i: int, image: np.ndarray) -> Answer:
+            async with slots:
+                return await PROTOCOLS[i % len(PROTOCOLS)](client, image)
+
+        return await asyncio.gather(*(send(i, image) for i, image in enumerate(images)))
+
+    answers = served.run(send_all)
     for image, (status, answer) in zip(images, answers, strict=True):
         assert status == 200, answer
         assert isinstance(answer, dict)
@@ -135,38 +140,29 @@ def test_concurrent_mixed_protocol_requests_get_their_own_answers(
 
 
 @pytest.fixture(scope="module")
-def tiny_queue_server(
+def tiny_queue(
     model_repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveServer]:
-    """One inference thread, batches of at most 64 rows and room for only 64 queued rows."""
-    env = {
-        "KERASSERVE_BATCHING__MAX_QUEUED_ROWS": "64",
-        "KERASSERVE_BATCHING__MAX_BATCH_SIZE": "64",
-        "KERASSERVE_BATCHING__INFERENCE_THREADS": "1",
-    }
-    with live_server(
-        model_repository,
-        tmp_path_factory.mktemp("tiny-queue-logs"),
-        ["--device", "cpu", "--log-level", "warning"],
-        env=env,
-    ) as running:
-        yield running
+) -> Iterator[InProcessApp]:
+    """One inference thread, batches of at most 64 rows and room for only 64 queued rows
+    (serving mnist alone: the only model the test sends to)."""
+    repository = tmp_path_factory.mktemp("tiny-queue-repository")
+    shutil.copytree(model_repository / "mnist", repository / "mnist")
+    options = BatchingOptions(max_queued_rows=64, max_batch_size=64, inference_threads=1)
+    with in_process_sync(repository, batching=options) as app:
+        yield app
 
 
 def test_full_queue_answers_429_and_admitted_requests_are_right(
-    tiny_queue_server: LiveServer, reference_models: ReferenceModels
+    tiny_queue: InProcessApp, reference_models: ReferenceModels
 ) -> None:
     """64-row binary requests decode in far less time than they compute: 32 of them at once
     overflow a 64-row queue, and the overflow is refused with 429 instead of waiting."""
     images = [_images(64, seed=100 + i) for i in range(32)]
 
-    async def send_all() -> list[Answer]:
-        async with httpx.AsyncClient(
-            base_url=tiny_queue_server.url, timeout=60.0, limits=httpx.Limits(max_connections=32)
-        ) as client:
-            return await asyncio.gather(*(_v2_binary(client, image) for image in images))
+    async def send_all(client: httpx.AsyncClient) -> list[Answer]:
+        return await asyncio.gather(*(_v2_binary(client, image) for image in images))
 
-    answers = asyncio.run(send_all())
+    answers = tiny_queue.run(send_all)
     statuses = [status for status, _ in answers]
     assert set(statuses) <= {200, 429}, statuses
     assert 429 in statuses and 200 in statuses, statuses

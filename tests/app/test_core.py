@@ -1,6 +1,6 @@
 """The service core in process: repository scan, servable, validation, registry, data plane.
 
-Real SavedModels from the test repository; no HTTP here (the live-server tests cover that).
+Real SavedModels from the test repository; no HTTP here (the in-process app tests cover that).
 """
 
 from __future__ import annotations

@@ -1,22 +1,22 @@
-"""KServe v2 against a live server: Triton's own HTTP client, then raw JSON and the error table.
+"""KServe v2 against the app in-process: Triton's own request builder and response parser, then
+raw JSON and the error table.
 
 Answers through HTTP must equal the in-process SavedModel's on held-out MNIST rows and held-out
-OCR strips: classes and strings exactly, floats to 1e-5, with binary data on and off.
+OCR strips: classes and strings exactly, floats to 1e-5, with binary data on and off. The bodies
+are the ones `tritonclient.http.InferenceServerClient.infer` sends and parses (its public
+`generate_request_body` and `parse_response_body`); tritonclient over a real socket is checked
+against a live server in tests/signatures/test_clients_live.py and tests/security.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import orjson
 import pytest
 import tritonclient.http as triton
-from tritonclient.utils import InferenceServerException
 
 from tests.app.conftest import BROKEN_MODEL, SERVED_MODELS, ReferenceModels
-from tests.live_server import LiveServer
 
 FLOAT_TOLERANCE = 1e-5
 OUTPUT_NAMES = {
@@ -27,11 +27,26 @@ OUTPUT_NAMES = {
 EXACT_OUTPUTS = {"class_id", "text"}
 
 
-@pytest.fixture(scope="module")
-def triton_client(server: LiveServer) -> Iterator[triton.InferenceServerClient]:
-    client = triton.InferenceServerClient(f"127.0.0.1:{server.port}", network_timeout=60.0)
-    yield client
-    client.close()
+def triton_infer(
+    client: httpx.Client,
+    name: str,
+    inputs: list[triton.InferInput],
+    outputs: list[triton.InferRequestedOutput] | None = None,
+    request_id: str = "",
+    model_version: str = "",
+) -> triton.InferResult:
+    """What `InferenceServerClient.infer` sends, posted in-process, parsed as it parses it."""
+    body, json_size = triton.InferenceServerClient.generate_request_body(
+        inputs, outputs, request_id=request_id
+    )
+    headers = {} if json_size is None else {"Inference-Header-Content-Length": str(json_size)}
+    version = f"/versions/{model_version}" if model_version else ""
+    response = client.post(f"/v2/models/{name}{version}/infer", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    length = response.headers.get("Inference-Header-Content-Length")
+    return triton.InferenceServerClient.parse_response_body(
+        response.content, header_length=None if length is None else int(length)
+    )
 
 
 def _model_input(
@@ -59,24 +74,22 @@ def _text(value: object) -> object:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def test_health_and_server_metadata(triton_client: triton.InferenceServerClient) -> None:
-    assert triton_client.is_server_live()
-    assert triton_client.is_server_ready()
-    metadata = triton_client.get_server_metadata()
+def test_health_and_server_metadata(client: httpx.Client) -> None:
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").status_code == 200
+    metadata = client.get("/v2").json()
     assert metadata["name"] == "kerasserve"
     assert "binary_tensor_data" in metadata["extensions"]
     assert metadata["device"]["mode"] == "cpu"
 
 
 @pytest.mark.parametrize("name", SERVED_MODELS)
-def test_model_readiness_and_metadata(
-    triton_client: triton.InferenceServerClient, name: str
-) -> None:
-    assert triton_client.is_model_ready(name)
-    metadata = triton_client.get_model_metadata(name)
+def test_model_readiness_and_metadata(client: httpx.Client, name: str) -> None:
+    assert client.get(f"/v2/models/{name}/ready").status_code == 200
+    metadata = client.get(f"/v2/models/{name}").json()
     version = metadata["versions"][-1]
-    assert triton_client.is_model_ready(name, model_version=version)
-    assert triton_client.get_model_metadata(name, model_version=version)["name"] == name
+    assert client.get(f"/v2/models/{name}/versions/{version}/ready").status_code == 200
+    assert client.get(f"/v2/models/{name}/versions/{version}").json()["name"] == name
     assert metadata["platform"] == "tensorflow_savedmodel"
     image_shape = [-1, 28, -1, 1] if name == "ocr" else [-1, 28, 28, 1]
     assert metadata["inputs"] == [{"name": "image", "datatype": "FP32", "shape": image_shape}]
@@ -88,13 +101,11 @@ def test_model_readiness_and_metadata(
         assert outputs["class_id"] == "INT64"
 
 
-def test_unknown_and_broken_models_are_not_ready(
-    triton_client: triton.InferenceServerClient,
-) -> None:
-    assert not triton_client.is_model_ready("no-such-model")
-    assert not triton_client.is_model_ready(BROKEN_MODEL)
-    with pytest.raises(InferenceServerException, match="no-such-model"):
-        triton_client.get_model_metadata("no-such-model")
+def test_unknown_and_broken_models_are_not_ready(client: httpx.Client) -> None:
+    assert client.get("/v2/models/no-such-model/ready").status_code != 200
+    assert client.get(f"/v2/models/{BROKEN_MODEL}/ready").status_code != 200
+    unknown = client.get("/v2/models/no-such-model")
+    assert unknown.status_code != 200 and "no-such-model" in unknown.json()["error"]
 
 
 @pytest.mark.parametrize("name", SERVED_MODELS)
@@ -102,7 +113,7 @@ def test_unknown_and_broken_models_are_not_ready(
     ("binary_in", "binary_out"), [(True, True), (False, False), (True, False), (False, True)]
 )
 def test_tritonclient_infer_equals_in_process_model(
-    triton_client: triton.InferenceServerClient,
+    client: httpx.Client,
     reference_models: ReferenceModels,
     heldout_digits: tuple[np.ndarray, np.ndarray],
     heldout_strips: list[tuple[np.ndarray, list[str]]],
@@ -114,7 +125,7 @@ def test_tritonclient_infer_equals_in_process_model(
     tensor = triton.InferInput("image", list(image.shape), "FP32")
     tensor.set_data_from_numpy(image, binary_data=binary_in)
     requested = [triton.InferRequestedOutput(o, binary_data=binary_out) for o in OUTPUT_NAMES[name]]
-    result = triton_client.infer(name, [tensor], outputs=requested, request_id="r-1")
+    result = triton_infer(client, name, [tensor], outputs=requested, request_id="r-1")
     response = result.get_response()
     assert response["model_name"] == name and response["id"] == "r-1"
     for output in response["outputs"]:
@@ -124,14 +135,14 @@ def test_tritonclient_infer_equals_in_process_model(
 
 
 def test_tritonclient_default_outputs_are_all_binary(
-    triton_client: triton.InferenceServerClient,
+    client: httpx.Client,
     reference_models: ReferenceModels,
     heldout_digits: tuple[np.ndarray, np.ndarray],
 ) -> None:
     image, labels = heldout_digits
     tensor = triton.InferInput("image", list(image.shape), "FP32")
     tensor.set_data_from_numpy(image)
-    result = triton_client.infer("mnist", [tensor], model_version="1")
+    result = triton_infer(client, "mnist", [tensor], model_version="1")
     expected = reference_models.predict("mnist", image)
     np.testing.assert_array_equal(result.as_numpy("class_id"), expected["class_id"])
     # The published model recognises most of these held-out digits.

@@ -1,4 +1,4 @@
-"""Task endpoints against a live server: pictures of held-out digits in, readable answers out.
+"""Task endpoints against the app in-process: pictures of held-out digits in, readable answers out.
 
 Pictures are made from held-out rows at other sizes, in both polarities and as PNG and JPEG;
 they must be read as well as the raw arrays are read by the same model in-process.

@@ -1,4 +1,4 @@
-"""TF Serving REST API against a live server: predictions equal the in-process SavedModel's.
+"""TF Serving REST API against the app in-process: predictions equal the in-process SavedModel's.
 
 Real held-out MNIST rows (and held-out OCR strips) go over HTTP in both request formats; the
 answers must match the same version called in this process: classes and strings exactly,
