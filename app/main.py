@@ -20,8 +20,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from app import metrics, tasks, web
+from app import web
 from app.batching import BatchingOptions
+from app.batching.runners import Runner, build_runner
 from app.body_limit import BodySizeLimitMiddleware
 from app.dataplane import SERVER_NAME, SERVER_VERSION, DataPlane
 from app.devices import DeviceReport, configure_devices, gpu_memory_in_use
@@ -30,17 +31,17 @@ from app.lifecycle import Lifecycle
 from app.logging_setup import configure_logging
 from app.metrics import ServiceMetrics
 from app.observability import RequestObserver, use_log_format
-from app.protocols import kserve_v2, repository_control, tfserving, training_info
+from app.protocols import kserve_v2, prometheus, repository_control, tfserving, training_info
 from app.protocols.common import json_response
 from app.protocols.grpc.lifecycle import GrpcLifecycle
 from app.protocols.hot_routes import hoist_inference_routes
 from app.registry import ModelRegistry
 from app.repository.control_state import control_state_for
 from app.repository.reloader import RepositoryReloader
-from app.runners import Runner, build_runner
 from app.security.http import AccessMiddleware, document_bearer_tokens
 from app.servable import Servable
 from app.settings import Settings
+from app.tasks import routes as tasks
 from app.tasks.decoding import DecodePool
 from app.warmup import WarmupLimits
 
@@ -153,7 +154,7 @@ def create_app(
         tfserving.build_router(),
         kserve_v2.build_router(),
         repository_control.build_router(),
-        metrics.build_router(),
+        prometheus.build_router(),
         tasks.build_router(),
         training_info.build_router(),
     ):

@@ -16,8 +16,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -247,15 +246,3 @@ def resident_memory_bytes() -> int:
             return int(statm.read().split()[1]) * _PAGE_SIZE
     except (OSError, ValueError, IndexError):
         return 0
-
-
-def build_router() -> APIRouter:
-    """`GET /metrics` in Prometheus' text format."""
-    router = APIRouter(tags=["Observability"])
-
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def metrics(request: Request) -> Response:
-        service_metrics: Any = request.app.state.metrics
-        return Response(content=service_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-    return router

@@ -22,12 +22,18 @@ from pathlib import Path
 from typing import TypeVar
 
 from app.batching import BatchingOptions
+from app.batching.runners import (
+    Runner,
+    RunnerFactory,
+    UnbatchedRunner,
+    build_runner,
+    signature_runner,
+)
 from app.errors import InvalidInput, NotFound, Unavailable
 from app.heap import release_freed_memory
 from app.keras_archive import KerasOptions
 from app.redaction import public_text
 from app.repository import RepositoryError, VersionDir, VersionPolicy
-from app.runners import Runner, RunnerFactory, UnbatchedRunner, build_runner, signature_runner
 from app.servable import ModelLoadError, Servable
 from app.warmup import WarmupLimits
 
@@ -56,7 +62,7 @@ class ModelVersion:
     error: str | None = None
     servable: Servable | None = None
     runner: Runner | None = None
-    #: Runs the signatures other than `serving_default` (`app.runners.signature_runner`).
+    #: Runs the signatures other than `serving_default` (`app.batching.runners.signature_runner`).
     signature_runner: UnbatchedRunner | None = None
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)

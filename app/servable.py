@@ -3,7 +3,7 @@
 This is the only module that calls TensorFlow on the request path. It uses the SavedModel's
 `serving_default` concrete function directly (about 1 ms a call here, where Keras'
 `model.predict` costs about 50 ms), so predict is synchronous and meant to run in a bounded
-worker thread (`app.runners`, `app.batching`), never on the event loop. A version folder with a
+worker thread (`app.batching`), never on the event loop. A version folder with a
 Keras archive instead (`model.keras`) is traced once at load time into the same kind of concrete
 function (`app.keras_archive`); nothing after loading tells the two apart.
 """

@@ -39,7 +39,7 @@ import numpy as np
 from app.repository.format import newest_version_dir
 from bench.loadgen import BodyFiles, run_wrk
 from bench.payloads import Payload, sample_digits
-from bench.processes import ServerProcess, free_port, http_request
+from bench.processes import ServerProcess, free_port, http_request, service_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("keras", "savedmodel")
@@ -161,21 +161,7 @@ def time_requests(
     port = free_port()
     server = ServerProcess(
         "service",
-        [
-            sys.executable,
-            "-m",
-            "app",
-            "--model-repository",
-            str(repository),
-            "--port",
-            str(port),
-            "--grpc-port",
-            "0",
-            "--device",
-            "cpu",
-            "--log-level",
-            "warning",
-        ],  # fmt: skip
+        service_command(repository, port, ["--device", "cpu", "--log-level", "warning"]),
         port,
         [f"/v2/models/{kind}/ready" for kind in KINDS],
         logs / "server.log",

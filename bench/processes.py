@@ -13,7 +13,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,28 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def service_command(
+    repository: Path, port: int, options: Sequence[str] = (), python: str = sys.executable
+) -> list[str]:
+    """The service's command line: `python -m app` on 127.0.0.1:`port` over `repository`, then
+    `options`. gRPC is off unless `options` give `--grpc-port`: its default port, 8001, is one
+    per machine, and the second of two servers started side by side would fail on it."""
+    grpc = [] if "--grpc-port" in options else ["--grpc-port", "0"]
+    return [
+        python,
+        "-m",
+        "app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model-repository",
+        str(repository),
+        *grpc,
+        *options,
+    ]
 
 
 def http_request(

@@ -40,7 +40,7 @@ from PIL import Image
 
 from app.repository.format import list_versions, newest_version_dir
 from bench.payloads import build_payload, sample_digits
-from bench.processes import ServerProcess, free_port
+from bench.processes import ServerProcess, free_port, service_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("mnist", "deskew", "ocr")
@@ -487,25 +487,20 @@ async def soak(arguments: argparse.Namespace, repository: Path, log_dir: Path) -
     port = free_port()
     server = ServerProcess(
         name="kerasserve",
-        command=[
-            sys.executable,
-            "-m",
-            "app",
-            "--model-repository",
-            str(repository),
-            "--port",
-            str(port),
-            "--grpc-port",
-            "0",
-            "--poll-interval",
-            str(POLL_INTERVAL_S),
-            "--api-token",
-            API_TOKEN,
-            "--admin-token",
-            ADMIN_TOKEN,
-            "--log-level",
-            "warning",
-        ],
+        command=service_command(
+            repository,
+            port,
+            [
+                "--poll-interval",
+                str(POLL_INTERVAL_S),
+                "--api-token",
+                API_TOKEN,
+                "--admin-token",
+                ADMIN_TOKEN,
+                "--log-level",
+                "warning",
+            ],
+        ),
         port=port,
         ready_paths=["/v2/health/ready"],
         log_path=log_dir / "server.log",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.payloads import Protocol
-from bench.processes import ServerProcess, free_port
+from bench.processes import ServerProcess, free_port, service_command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PEER_VENVS = REPO_ROOT / "bench" / ".venvs"
@@ -72,22 +72,12 @@ def service_workers(system: System) -> int:
 def launch_service(
     system: System, port: int, options: SystemOptions, work_dir: Path, grpc_port: int | None
 ) -> Launch:
-    # No gRPC port asked for: none served (not the default 8001, which may be taken).
-    command = [
-        options.python,
-        "-m",
-        "app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--grpc-port",
-        str(grpc_port or 0),
-        "--model-repository",
-        str(options.model_repository),
-        "--workers",
-        str(service_workers(system)),
-    ]
+    command = service_command(
+        options.model_repository,
+        port,
+        ["--grpc-port", str(grpc_port or 0), "--workers", str(service_workers(system))],
+        python=options.python,
+    )
     ready = ["/v2/health/ready"] + [f"/v2/models/{m}/ready" for m in options.service_models]
     return command, {}, ready
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,16 +17,12 @@ from pathlib import Path
 
 import httpx
 
+from bench.processes import free_port, service_command
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 15.0
 SETTLED_STATES = {"AVAILABLE", "END"}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LiveServer:
@@ -45,25 +39,6 @@ class LiveServer:
 
     def is_running(self) -> bool:
         return self.process.poll() is None
-
-
-def server_command(repository: Path, port: int, extra_args: Sequence[str] = ()) -> list[str]:
-    """`python -m app` on `port`; gRPC off unless `extra_args` asks for a port (its default,
-    8001, would make every second server of a test run fail to start)."""
-    grpc = [] if "--grpc-port" in extra_args else ["--grpc-port", "0"]
-    return [
-        sys.executable,
-        "-m",
-        "app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--model-repository",
-        str(repository),
-        *grpc,
-        *extra_args,
-    ]
 
 
 def _model_folders(repository: Path) -> list[str]:
@@ -129,7 +104,7 @@ def live_server(
     process_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            server_command(repository, port, extra_args),
+            service_command(repository, port, extra_args),
             cwd=REPO_ROOT,
             env=process_env,
             stdout=log_file,

@@ -2,10 +2,12 @@
 
 - `options`: `BatchingOptions` (validated once) and the interfaces the batcher works with;
 - `padding`: padding, merge and split of a batch, as pure functions;
-- `batcher`: `DynamicBatcher`: the queue, its threads, deadlines and the metrics hooks.
+- `batcher`: `DynamicBatcher`: the queue, its threads, deadlines and the metrics hooks;
+- `runners`: what the registry builds per loaded version: the batcher, or `UnbatchedRunner`
+  (one call per request in a small bounded pool), behind one `Runner` interface.
 
-The runners built on it (one per loaded version) are in `app.runners`. Importing this package
-does not import TensorFlow: the settings use `BatchingOptions` before anything loads.
+Importing this package does not import `runners` (and with it `app.servable`): the settings use
+`BatchingOptions` before anything loads.
 """
 
 from app.batching.batcher import DynamicBatcher

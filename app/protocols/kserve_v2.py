@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from app.dataplane import DataPlane, ModelMetadata
-from app.dependencies import DataPlaneDep
+from app.dependencies import DataPlaneDep, dataplane_of, settings_of
 from app.errors import Unavailable
 from app.observability import note_served_version
 from app.protocols.common import client_gone, parse_version
@@ -190,9 +190,9 @@ async def infer(request: Request) -> Response:
     version = path.get("version")
     body = await request.body()
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH_HEADER), len(body))
-    dataplane: DataPlane = request.app.state.dataplane
+    dataplane = dataplane_of(request)
     # Bodies over the threshold are decoded in a parse thread, numeric data in slices.
-    threshold = request.app.state.settings.inline_parse_bytes
+    threshold = settings_of(request).inline_parse_bytes
     decoded = await parse_off_loop(
         len(body),
         threshold,

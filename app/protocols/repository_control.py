@@ -25,14 +25,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from app.dependencies import ReloaderDep
 from app.errors import InvalidInput, Unavailable
 from app.protocols.common import json_response, read_json_body
 from app.registry import VersionState
-from app.repository.reloader import RepositoryReloader
-
-
-def _reloader(request: Request) -> RepositoryReloader:
-    return request.app.state.reloader
 
 
 async def _optional_body(request: Request) -> dict[str, Any]:
@@ -45,44 +41,54 @@ async def _optional_body(request: Request) -> dict[str, Any]:
     return body
 
 
+async def index(request: Request, reloader: ReloaderDep) -> Response:
+    """Every model version on disk or known to the server, with its state."""
+    body = await _optional_body(request)
+    ready_only = body.get("ready", False)
+    if not isinstance(ready_only, bool):
+        raise InvalidInput(f"'ready' must be true or false, got {ready_only!r}")
+    entries = [
+        {"name": e.name, "version": str(e.version), "state": e.state, "reason": e.reason}
+        if e.version is not None
+        else {"name": e.name, "state": e.state, "reason": e.reason}
+        for e in reloader.index()
+        if not ready_only or e.state == "READY"
+    ]
+    return json_response(entries)
+
+
+async def load(name: str, request: Request, reloader: ReloaderDep) -> Response:
+    """Load every version the policy selects; lifts an explicit unload."""
+    await _optional_body(request)
+    versions = await reloader.load_model(name)
+    described = [
+        {"version": str(e.version), "state": e.state.value, "error": e.error} for e in versions
+    ]
+    if not any(e.state is VersionState.AVAILABLE for e in versions):
+        errors = "; ".join(f"version {e.version}: {e.error}" for e in versions if e.error)
+        raise Unavailable(f"model {name!r} could not be loaded: {errors or 'no version'}")
+    return json_response({"name": name, "versions": described})
+
+
+async def unload(name: str, request: Request, reloader: ReloaderDep) -> Response:
+    """Unload every version (in-flight requests drain first) and keep the model unloaded."""
+    await _optional_body(request)
+    await reloader.unload_model(name)
+    return json_response({})
+
+
+async def config(reloader: ReloaderDep) -> Response:
+    """The repository config in force, its error if the file on disk was refused."""
+    return json_response(reloader.status.config_status())
+
+
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/v2/repository", tags=["KServe v2 model repository"])
-
-    @router.post("/index", summary="Every model version with its state")
-    async def index(request: Request) -> Response:
-        body = await _optional_body(request)
-        ready_only = body.get("ready", False)
-        if not isinstance(ready_only, bool):
-            raise InvalidInput(f"'ready' must be true or false, got {ready_only!r}")
-        entries = [
-            {"name": e.name, "version": str(e.version), "state": e.state, "reason": e.reason}
-            if e.version is not None
-            else {"name": e.name, "state": e.state, "reason": e.reason}
-            for e in _reloader(request).index()
-            if not ready_only or e.state == "READY"
-        ]
-        return json_response(entries)
-
-    @router.post("/models/{name}/load", summary="Load a model (lifts an explicit unload)")
-    async def load(name: str, request: Request) -> Response:
-        await _optional_body(request)
-        versions = await _reloader(request).load_model(name)
-        described = [
-            {"version": str(e.version), "state": e.state.value, "error": e.error} for e in versions
-        ]
-        if not any(e.state is VersionState.AVAILABLE for e in versions):
-            errors = "; ".join(f"version {e.version}: {e.error}" for e in versions if e.error)
-            raise Unavailable(f"model {name!r} could not be loaded: {errors or 'no version'}")
-        return json_response({"name": name, "versions": described})
-
-    @router.post("/models/{name}/unload", summary="Unload a model and keep it unloaded")
-    async def unload(name: str, request: Request) -> Response:
-        await _optional_body(request)
-        await _reloader(request).unload_model(name)
-        return json_response({})
-
-    @router.get("/config", summary="The repository config in force and its errors")
-    async def config(request: Request) -> Response:
-        return json_response(_reloader(request).status.config_status())
-
+    for path, endpoint, method, summary in (
+        ("/index", index, "POST", "Every model version with its state"),
+        ("/models/{name}/load", load, "POST", "Load a model (lifts an explicit unload)"),
+        ("/models/{name}/unload", unload, "POST", "Unload a model and keep it unloaded"),
+        ("/config", config, "GET", "The repository config in force and its errors"),
+    ):
+        router.add_api_route(path, endpoint, methods=[method], summary=summary)
     return router

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
-from app.dataplane import UNNAMED_INPUT, DataPlane, ModelMetadata, VersionStatus
+from app.dataplane import UNNAMED_INPUT, ModelMetadata, VersionStatus
+from app.dependencies import DataPlaneDep, dataplane_of, settings_of
 from app.errors import InvalidInput
 from app.examples import Classifications
 from app.observability import note_served_version
@@ -67,74 +68,74 @@ TF_DATATYPES = {
 }
 
 
+async def model_status(name: str, dataplane: DataPlaneDep) -> Response:
+    """Every version of the model with its state."""
+    return json_response(_status_body(dataplane.model_status(name)))
+
+
+async def version_status(name: str, version: str, dataplane: DataPlaneDep) -> Response:
+    """One version's state."""
+    return json_response(_status_body(dataplane.model_status(name, parse_version(version))))
+
+
+async def label_status(name: str, label: str, dataplane: DataPlaneDep) -> Response:
+    """The state of the version a label points at."""
+    version = dataplane.registry.resolve(name, label=label).version
+    return json_response(_status_body(dataplane.model_status(name, version)))
+
+
+async def metadata(name: str, dataplane: DataPlaneDep) -> Response:
+    """Every signature def of the default version."""
+    return json_response(_metadata_body(dataplane.model_metadata(name)))
+
+
+async def version_metadata(name: str, version: str, dataplane: DataPlaneDep) -> Response:
+    """Every signature def of one version."""
+    info = dataplane.model_metadata(name, version=parse_version(version))
+    return json_response(_metadata_body(info))
+
+
+async def label_metadata(name: str, label: str, dataplane: DataPlaneDep) -> Response:
+    """Every signature def of the version a label points at."""
+    return json_response(_metadata_body(dataplane.model_metadata(name, label=label)))
+
+
 def build_router() -> APIRouter:
-    """The `/v1` routes; handlers take the raw request to keep pydantic off tensor payloads."""
+    """The `/v1` routes. Predict is served by a plain route hoisted to the front of the app
+    (`app.protocols.hot_routes`); its APIRoute here only documents it."""
     router = APIRouter(tags=["TensorFlow Serving REST API"])
-
-    def dataplane(request: Request) -> DataPlane:
-        return request.app.state.dataplane
-
-    @router.get("/v1/models/{name}", summary="Status of every version of a model")
-    async def model_status(name: str, request: Request) -> Response:
-        return json_response(_status_body(dataplane(request).model_status(name)))
-
-    @router.get("/v1/models/{name}/versions/{version}", summary="Status of one version")
-    async def version_status(name: str, version: str, request: Request) -> Response:
-        statuses = dataplane(request).model_status(name, parse_version(version))
-        return json_response(_status_body(statuses))
-
-    @router.get("/v1/models/{name}/labels/{label}", summary="Status of a labelled version")
-    async def label_status(name: str, label: str, request: Request) -> Response:
-        plane = dataplane(request)
-        version = plane.registry.resolve(name, label=label).version
-        return json_response(_status_body(plane.model_status(name, version)))
-
-    @router.get("/v1/models/{name}/metadata", summary="Signature def of the default version")
-    async def metadata(name: str, request: Request) -> Response:
-        return json_response(_metadata_body(dataplane(request).model_metadata(name)))
-
-    @router.get(
-        "/v1/models/{name}/versions/{version}/metadata", summary="Signature def of one version"
-    )
-    async def version_metadata(name: str, version: str, request: Request) -> Response:
-        info = dataplane(request).model_metadata(name, version=parse_version(version))
-        return json_response(_metadata_body(info))
-
-    @router.get(
-        "/v1/models/{name}/labels/{label}/metadata", summary="Signature def of a labelled version"
-    )
-    async def label_metadata(name: str, label: str, request: Request) -> Response:
-        return json_response(_metadata_body(dataplane(request).model_metadata(name, label=label)))
-
-    for method_paths, endpoint, verb in (
+    for path, endpoint, summary in (
+        ("/v1/models/{name}", model_status, "Status of every version of a model"),
+        ("/v1/models/{name}/versions/{version}", version_status, "Status of one version"),
+        ("/v1/models/{name}/labels/{label}", label_status, "Status of a labelled version"),
+        ("/v1/models/{name}/metadata", metadata, "Signature def of the default version"),
+        (
+            "/v1/models/{name}/versions/{version}/metadata",
+            version_metadata,
+            "Signature def of one version",
+        ),
+        (
+            "/v1/models/{name}/labels/{label}/metadata",
+            label_metadata,
+            "Signature def of a labelled version",
+        ),
+    ):
+        router.add_api_route(path, endpoint, methods=["GET"], summary=summary)
+    for method_paths, handler, verb in (
         (CLASSIFY_PATHS, classify, "Classify tf.Examples"),
         (REGRESS_PATHS, regress, "Regress tf.Examples"),
+        (PREDICT_PATHS, predict, "Predict"),
     ):
         for path, which in zip(method_paths, _WHICH_VERSION, strict=True):
+            openapi = _predict_openapi(path) if handler is predict else _examples_openapi(path)
             router.add_api_route(
                 path,
-                endpoint,
+                handler,
                 methods=["POST"],
                 summary=f"{verb} with {which}",
-                openapi_extra=_examples_openapi(path),
+                openapi_extra=openapi,
                 response_class=Response,
             )
-    for path, summary in zip(
-        PREDICT_PATHS,
-        (f"Predict with {which}" for which in _WHICH_VERSION),
-        strict=True,
-    ):
-        # A plain Starlette route registered first wins the match: FastAPI's dependency solving
-        # around an APIRoute costs about 0.1 ms a request. The APIRoute only documents it.
-        router.add_route(path, predict, methods=["POST"], include_in_schema=False)
-        router.add_api_route(
-            path,
-            predict,
-            methods=["POST"],
-            summary=summary,
-            openapi_extra=_predict_openapi(path),
-            response_class=Response,
-        )
     return router
 
 
@@ -187,31 +188,31 @@ async def predict(request: Request) -> Response:
     return await _predict(request, name, version=version, label=label)
 
 
-async def classify(request: Request) -> Response:
+async def classify(request: Request, dataplane: DataPlaneDep) -> Response:
     """TF Serving's `:classify`: `tf.Example`s through a classification signature.
 
     `{"results": [[[label, score], ...] per example]}`; a label is "" when the signature has
     no `classes` output, as in TF Serving.
     """
-    found = await _examples_through(request, lambda plane: plane.classify)
+    found = await _examples_through(request, dataplane.classify)
     return json_response({"results": _classification_rows(found)})
 
 
-async def regress(request: Request) -> Response:
+async def regress(request: Request, dataplane: DataPlaneDep) -> Response:
     """TF Serving's `:regress`: `tf.Example`s through a regression signature;
     `{"results": [value per example]}`."""
-    values = await _examples_through(request, lambda plane: plane.regress)
+    values = await _examples_through(request, dataplane.regress)
     return json_response({"results": values})
 
 
-async def _examples_through(request: Request, method: Callable[[DataPlane], Any]) -> Any:
-    """Read a `:classify`/`:regress` body, run it through `method` of the data plane, note the
-    version that answered; what the method found (classifications or values)."""
+async def _examples_through(request: Request, method: Callable[..., Any]) -> Any:
+    """Read a `:classify`/`:regress` body, run it through `method` (the data plane's `classify`
+    or `regress`), note the version that answered; what the method found (classifications or
+    values)."""
     name, version, label = _which(request)
-    plane: DataPlane = request.app.state.dataplane
     body = parse_json(await read_json_bytes(request))
-    examples, context = examples_from_body(body, plane.example_limits)
-    result, found = await method(plane)(
+    examples, context = examples_from_body(body, dataplane_of(request).example_limits)
+    result, found = await method(
         name,
         examples,
         context,
@@ -239,12 +240,12 @@ def _signature_name(body: Any) -> str | None:
 async def _predict(
     request: Request, name: str, version: int | None = None, label: str | None = None
 ) -> Response:
-    plane: DataPlane = request.app.state.dataplane
+    plane = dataplane_of(request)
     raw = await read_json_bytes(request)
     # Bodies over the threshold are decoded in a parse thread (numeric arrays in slices), the
     # rows of a big body turned into arrays there too: a Python loop over them would hold
     # the event loop.
-    threshold = request.app.state.settings.inline_parse_bytes
+    threshold = settings_of(request).inline_parse_bytes
     has_rows, inputs, signature = await parse_off_loop(
         len(raw), threshold, decode_predict, raw, len(raw) > threshold
     )

@@ -20,8 +20,9 @@ import re
 from typing import Any
 
 from anyio import to_thread
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
+from app.dependencies import RegistryDep
 from app.errors import Unavailable
 from app.protocols.common import json_response, parse_version
 from app.registry import ModelRegistry, ModelVersion
@@ -78,9 +79,8 @@ async def _metadata_of(entry: ModelVersion) -> dict[str, Any]:
         ) from None
 
 
-async def training_record(request: Request, model_name: str, version: str) -> Response:
+async def training_record(registry: RegistryDep, model_name: str, version: str) -> Response:
     """The version's state, labels and `metadata.json` (absolute paths cut to file names)."""
-    registry: ModelRegistry = request.app.state.registry
     entry = registry.get_version(model_name, parse_version(version))
     metadata = await _metadata_of(entry)
     return json_response(

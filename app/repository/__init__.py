@@ -1,8 +1,9 @@
 """The model repository: its format, the scan of it, and (in submodules) its config file.
 
 `app.repository.format` is the format shared with the training job; `app.repository.scan` reads
-a repository. The names most callers need are re-exported here; this module imports nothing
-beyond the standard library, so `training/` can use it without the server's packages.
+a repository; `app.repository.policy` chooses the versions to serve. The names most callers need
+are re-exported here; this module imports nothing beyond the standard library, so `training/`
+can use it without the server's packages.
 """
 
 from app.repository.format import (
@@ -16,12 +17,12 @@ from app.repository.format import (
     list_versions,
     read_metadata,
 )
+from app.repository.policy import VersionPolicy
 from app.repository.scan import (
     ModelDir,
     RepositoryProblem,
     RepositoryScan,
     VersionDir,
-    VersionPolicy,
     check_version_files,
     scan_repository,
     scan_repository_report,

@@ -74,8 +74,9 @@ from app.registry import ModelRegistry, ModelVersion
 from app.repository.control import ControlFollower
 from app.repository.control_state import ControlState, MemoryControlState
 from app.repository.labels import LabelKeeper
+from app.repository.policy import VersionPolicy
 from app.repository.problems import ProblemLog, failure
-from app.repository.scan import ModelDir, RepositoryProblem, RepositoryScan, VersionPolicy
+from app.repository.scan import ModelDir, RepositoryProblem, RepositoryScan
 from app.repository.status import SERVING_FROM_MEMORY, RepositoryStatus, VersionIndexEntry
 from app.repository.versions import VersionManager
 from app.repository.watcher import ConfigWatcher, scan

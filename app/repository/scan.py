@@ -18,9 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from app.repository.format import (
     KERAS_ARCHIVE,
@@ -52,26 +51,6 @@ class ModelDir:
     name: str
     path: Path
     versions: tuple[VersionDir, ...]
-
-
-@dataclass(frozen=True)
-class VersionPolicy:
-    """Which versions of a model to serve, as in TF Serving's `model_version_policy`.
-
-    `latest` keeps the newest `count`, `all` keeps every version, `specific` keeps `versions`.
-    """
-
-    kind: Literal["latest", "all", "specific"] = "latest"
-    count: int = 1
-    versions: frozenset[int] = field(default_factory=frozenset)
-
-    def select(self, available: tuple[VersionDir, ...]) -> list[VersionDir]:
-        """The versions out of `available` (oldest first) that this policy serves."""
-        if self.kind == "all":
-            return list(available)
-        if self.kind == "specific":
-            return [v for v in available if v.version in self.versions]
-        return list(available[-self.count :]) if self.count > 0 else []
 
 
 @dataclass(frozen=True)

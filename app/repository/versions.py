@@ -21,7 +21,8 @@ from pathlib import Path
 
 from app.metrics import ServiceMetrics
 from app.registry import ModelRegistry, ModelVersion, VersionState
-from app.repository.scan import ModelDir, VersionDir, VersionPolicy
+from app.repository.policy import VersionPolicy
+from app.repository.scan import ModelDir, VersionDir
 
 log = logging.getLogger(__name__)
 BUSY_STATES = (VersionState.LOADING, VersionState.AVAILABLE)

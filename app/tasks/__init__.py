@@ -1,5 +1,1 @@
-"""People-facing task endpoints: pictures in, readable answers out (see `routes`)."""
-
-from app.tasks.routes import build_router
-
-__all__ = ["build_router"]
+"""People-facing task endpoints: pictures in, readable answers out (routes in `routes`)."""

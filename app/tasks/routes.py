@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from app.dependencies import DataPlaneDep
+from app.dependencies import DataPlaneDep, DecodePoolDep
 from app.errors import InvalidInput, UnsupportedMediaType
 from app.protocols.common import media_type
 from app.tasks.decoding import DecodePool
@@ -164,22 +164,21 @@ async def read_image_upload(request: Request) -> bytes:
     return await upload.read()
 
 
-async def _prepared(request: Request, convert: Any) -> np.ndarray:
+async def _prepared(request: Request, pool: DecodePool, convert: Any) -> np.ndarray:
     """Decode and convert off the event loop (a large photo takes tens of milliseconds), in the
     bounded decode pool (`app.tasks.decoding`), within the configured picture limits."""
-    data = await read_image_upload(request)
-    pool: DecodePool = request.app.state.decode_pool
-    return await pool.decode(data, convert)
+    return await pool.decode(await read_image_upload(request), convert)
 
 
 async def classify_digit(
     request: Request,
     dataplane: DataPlaneDep,
+    pool: DecodePoolDep,
     top_k: Annotated[int, Query(ge=1, le=10, description="How many digits to list.")] = 3,
     include_input: IncludeInput = False,
 ) -> DigitClassification:
     """Classify a picture of one handwritten digit (any size, dark-on-light or light-on-dark)."""
-    image = await _prepared(request, digit_input)
+    image = await _prepared(request, pool, digit_input)
     result = await dataplane.infer(MNIST_MODEL, {"image": image})
     probabilities = np.asarray(result.outputs["probabilities"][0], dtype=np.float64)
     ranked = np.argsort(-probabilities, kind="stable")[:top_k]
@@ -198,6 +197,7 @@ async def classify_digit(
 async def read_digits(
     request: Request,
     dataplane: DataPlaneDep,
+    pool: DecodePoolDep,
     include_input: IncludeInput = False,
     include_steps: Annotated[
         bool,
@@ -209,7 +209,7 @@ async def read_digits(
     ] = False,
 ) -> DigitString:
     """Read a line of handwritten digits (one to several, left to right)."""
-    image = await _prepared(request, strip_input)
+    image = await _prepared(request, pool, strip_input)
     result = await dataplane.infer(OCR_MODEL, {"image": image})
     text = result.outputs["text"][0]
     answer = DigitString(
@@ -227,10 +227,13 @@ async def read_digits(
 
 
 async def estimate_skew(
-    request: Request, dataplane: DataPlaneDep, include_input: IncludeInput = False
+    request: Request,
+    dataplane: DataPlaneDep,
+    pool: DecodePoolDep,
+    include_input: IncludeInput = False,
 ) -> SkewEstimate:
     """Estimate how far a digit is rotated and scaled; the whole picture is the frame."""
-    image = await _prepared(request, frame_input)
+    image = await _prepared(request, pool, frame_input)
     result = await dataplane.infer(DESKEW_MODEL, {"image": image})
     answer = SkewEstimate(
         angle_degrees=float(np.ravel(result.outputs["angle"])[0]),
@@ -249,7 +252,7 @@ def _as_rows(image: np.ndarray) -> list[list[float]]:
 
 
 def build_router() -> APIRouter:
-    """The `/tasks` routes; `app.tasks.build_router` hands them to `app.main.create_app`."""
+    """The `/tasks` routes; `app.main.create_app` includes them."""
     router = APIRouter(prefix="/tasks", tags=["Tasks"])
     common: dict[str, Any] = {
         "methods": ["POST"],

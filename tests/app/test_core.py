@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from app.batching import BatchingOptions
+from app.batching.runners import UnbatchedRunner
 from app.dataplane import DataPlane, validate_inputs
 from app.errors import InvalidInput, NotFound, Unavailable
 from app.registry import ModelRegistry, VersionState
 from app.repository import RepositoryError, VersionPolicy, read_metadata, scan_repository
 from app.repository.reloader import RepositoryReloader
-from app.runners import UnbatchedRunner
 from app.servable import ModelLoadError, Servable
 from tests.app.conftest import BROKEN_MODEL
 

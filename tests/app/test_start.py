@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from app.__main__ import build_parser, parse_settings
-from tests.live_server import REPO_ROOT, free_port, server_command
+from tests.live_server import REPO_ROOT, free_port, service_command
 
 START_ERROR_TIMEOUT_S = 120
 
@@ -49,7 +49,7 @@ def test_command_line_overrides_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 def _start_and_expect_failure(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        server_command(Path(args[0]), free_port(), args[1:]),
+        service_command(Path(args[0]), free_port(), args[1:]),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -24,7 +24,7 @@ from tests.grpc.conftest import (
     make_repository,
     wait_for_grpc,
 )
-from tests.live_server import REPO_ROOT, free_port, live_server, server_command
+from tests.live_server import REPO_ROOT, free_port, live_server, service_command
 
 LOAD_SECONDS_AFTER_SWITCH = 1.0
 SWITCH_TIMEOUT_S = 60.0
@@ -127,7 +127,7 @@ def test_a_taken_grpc_port_stops_the_start(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         completed = subprocess.run(
-            server_command(REPO_ROOT / "models", free_port(), ["--grpc-port", str(port)]),
+            service_command(REPO_ROOT / "models", free_port(), ["--grpc-port", str(port)]),
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,

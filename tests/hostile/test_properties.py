@@ -414,7 +414,7 @@ def test_a_request_over_max_rows_per_call_runs_in_slices(gated: Gated, mnist: Se
 
 
 def test_unbatched_runner_drops_waiting_work_of_a_vanished_client(gated: Gated) -> None:
-    from app.runners import UnbatchedRunner
+    from app.batching.runners import UnbatchedRunner
 
     async def scenario() -> None:
         runner = UnbatchedRunner(gated, threads=1)  # type: ignore[arg-type]

@@ -57,7 +57,7 @@ from tests.lifecycle.conftest import (
 )
 from tests.lifecycle.load import BoundedLoad
 from tests.lifecycle.metrics_util import scrape
-from tests.live_server import LiveServer, free_port, server_command, stop, wait_until_loaded
+from tests.live_server import LiveServer, free_port, service_command, stop, wait_until_loaded
 
 FAST_POLL = ["--poll-interval", "0.2"]
 WARMUP_LIMIT_BYTES = 200_000  # the oversized warm-up file below is about 250 kB
@@ -86,7 +86,7 @@ def fault_server(
         process = subprocess.Popen(
             [
                 *(prefix or []),
-                *server_command(repository, port, [*SERVER_ARGS, *FAST_POLL, *extra]),
+                *service_command(repository, port, [*SERVER_ARGS, *FAST_POLL, *extra]),
             ],
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
             stdout=log_file,
@@ -491,7 +491,7 @@ def test_sigterm_during_the_initial_load_exits_within_the_grace_period(
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            server_command(repository, port, [*SERVER_ARGS, "--shutdown-grace", str(grace_s)]),
+            service_command(repository, port, [*SERVER_ARGS, "--shutdown-grace", str(grace_s)]),
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
             stdout=log_file,
             stderr=subprocess.STDOUT,

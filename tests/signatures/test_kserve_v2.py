@@ -153,7 +153,7 @@ def _batches(client: TestClient, model: str) -> float:
 
 def test_only_serving_default_goes_through_the_batcher(app_client: TestClient) -> None:
     """The batcher counts the default signature's calls; the others run unbatched beside it
-    (app.runners.signature_runner), and both answer right while the other is used."""
+    (app.batching.runners.signature_runner), and both answer right while the other is used."""
     before = _batches(app_client, "multi")
     for _ in range(3):
         body = _infer(
