@@ -1,9 +1,14 @@
-"""Export an untrained, same-shape stand-in for the `mnist` SavedModel.
+"""Stand-in models: one maker of version folders, and an untrained stand-in for `mnist`.
 
-Why: the benchmark measures serving cost, which depends on the graph's shape and the signature
-contract (models/README.md), not on the weights. Until the training job has published
-`models/mnist/1`, this lets the harness, the baselines and the peers be built and smoke-tested
-against the classic Keras MNIST convnet (Conv2D 32, pool, Conv2D 64, pool, dropout, Dense 10).
+`save_version` is how the benchmark and the tests write a model of their own into a repository:
+a `tf.Module`'s signatures saved as `<repository>/<name>/<version>`, with a `metadata.json` when
+the model has one. The tests import it from here (the benchmark is where the stand-in lives).
+
+Why the `mnist` stand-in: the benchmark measures serving cost, which depends on the graph's
+shape and the signature contract (models/README.md), not on the weights. Until the training job
+has published `models/mnist/1`, this lets the harness, the baselines and the peers be built and
+smoke-tested against the classic Keras MNIST convnet (Conv2D 32, pool, Conv2D 64, pool, dropout,
+Dense 10).
 
 Usage: .venv/bin/python -m bench.standin_model /tmp/bench-standin/mnist/1
 """
@@ -12,7 +17,37 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
+
+from app.repository.format import METADATA_FILE, NAME_KEY, VERSION_KEY
+
+SERVE = "serving_default"
+
+
+def save_version(
+    module: Any,
+    target: Path,
+    signatures: Mapping[str, Callable[..., Any]] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save `module` (a `tf.Module`) as the SavedModel in the version folder `target`.
+
+    `signatures`: exported name -> the module's `tf.function` (default: its `serving_default`
+    under that name). `metadata`: written to `metadata.json` after the name and version the
+    folder says (`<name>/<version>`), which its own keys may override; none is written without.
+    """
+    import tensorflow as tf
+
+    exported = dict(signatures) if signatures is not None else {SERVE: module.serving_default}
+    target.mkdir(parents=True, exist_ok=True)
+    tf.saved_model.save(module, str(target), signatures=exported)
+    if metadata is not None:
+        version = int(target.name) if target.name.isdigit() else 1
+        written = {NAME_KEY: target.parent.name, VERSION_KEY: version, **metadata}
+        (target / METADATA_FILE).write_text(json.dumps(written, indent=2))
+    return target
 
 
 def export_standin_mnist(target: Path) -> Path:
@@ -48,11 +83,8 @@ def export_standin_mnist(target: Path) -> Path:
             }
 
     servable = Servable()
-    target.mkdir(parents=True, exist_ok=True)
-    tf.saved_model.save(servable, str(target), signatures={"serving_default": servable.serve})
     metadata = {
         "name": "mnist",
-        "version": int(target.name) if target.name.isdigit() else 1,
         "standin": True,
         "signature": {
             "inputs": {"image": {"dtype": "float32", "shape": [-1, 28, 28, 1]}},
@@ -63,8 +95,7 @@ def export_standin_mnist(target: Path) -> Path:
         },
         "class_names": [str(digit) for digit in range(10)],
     }
-    (target / "metadata.json").write_text(json.dumps(metadata, indent=2))
-    return target
+    return save_version(servable, target, {SERVE: servable.serve}, metadata)
 
 
 def main() -> None:

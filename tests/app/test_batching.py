@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import math
 import threading
 import time
@@ -26,26 +25,29 @@ import pytest
 from app.batching import BatchingOptions, DynamicBatcher
 from app.errors import DeadlineExceeded, InvalidInput, QueueFull, Unavailable
 from app.servable import Servable
+from bench.standin_model import save_version
+from tests.outputs import assert_same_outputs
 from training.strips import compose_strips
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "models"
 MODEL_NAMES = ("mnist", "deskew", "ocr")
 OCR_WIDTHS = (28, 56, 83, 140, 201)  # odd widths too: T = ceil(W / 4) must be cut per request
+# Merged and padded calls run other kernel shapes: float32 sums in another order.
+MERGED_RTOL = 1e-4
 
 
 def _export_untrained(name: str, target: Path) -> Path:
     """Export the recipe's network, untrained, as the training job would publish it."""
     import importlib
 
-    from training.publish import save_servable
     from training.recipe import TrainConfig
 
     recipe = importlib.import_module(f"training.nets.{name}").RECIPE
     config = TrainConfig(epochs=1, batch_size=8)
     model = recipe.build_training_model(config)
-    save_servable(recipe.export_module(model, config), target)
-    _write_metadata(target, name, recipe.metadata(config))
-    return target
+    return save_version(
+        recipe.export_module(model, config), target, metadata=recipe.metadata(config)
+    )
 
 
 def _export_column_ocr(target: Path) -> Path:
@@ -77,24 +79,20 @@ def _export_column_ocr(target: Path) -> Path:
             text, confidence = ctc_decode(probabilities)
             return {"text": text, "confidence": confidence, "probabilities": probabilities}
 
-    module = ColumnOcr()
-    tf.saved_model.save(module, str(target), signatures={"serving_default": module.serving_default})
-    _write_metadata(target, "ocr", {"time_stride": TIME_STRIDE, "pad_value": 0.0})
-    return target
-
-
-def _write_metadata(target: Path, name: str, extra: dict[str, Any]) -> None:
-    (target / "metadata.json").write_text(json.dumps({"name": name, "version": 1, **extra}))
+    return save_version(
+        ColumnOcr(), target, metadata={"time_stride": TIME_STRIDE, "pad_value": 0.0}
+    )
 
 
 @pytest.fixture(scope="module")
 def servables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Servable]:
     loaded: dict[str, Servable] = {}
+    standins = tmp_path_factory.mktemp("standins")
     for name in MODEL_NAMES:
         path = REPOSITORY / name / "1"
         if not (path / "saved_model.pb").is_file():
             export = _export_column_ocr if name == "ocr" else partial(_export_untrained, name)
-            path = export(tmp_path_factory.mktemp(name))
+            path = export(standins / name / "1")
         loaded[name] = Servable.load(name, 1, path)
     return loaded
 
@@ -110,9 +108,7 @@ def finite_only(tmp_path_factory: pytest.TempPathFactory) -> Servable:
             checked = tf.debugging.check_numerics(x, "input must be finite")
             return {"total": tf.reduce_sum(checked, axis=1)}
 
-    path = tmp_path_factory.mktemp("finite_only")
-    module = FiniteOnly()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serving_default})
+    path = save_version(FiniteOnly(), tmp_path_factory.mktemp("finite_only") / "1")
     return Servable.load("finite_only", 1, path)
 
 
@@ -204,23 +200,6 @@ def _padded(image: np.ndarray, width: int) -> np.ndarray:
     return padded
 
 
-def _assert_same_outputs(
-    merged: dict[str, np.ndarray],
-    alone: dict[str, np.ndarray],
-    exact: tuple[str, ...] | None = None,
-) -> None:
-    """Equal outputs: strings and integers exactly, floats to float32 rounding (or only the
-    `exact` keys when given)."""
-    assert merged.keys() == alone.keys()
-    for key in exact if exact is not None else alone:
-        expected, got = alone[key], merged[key]
-        assert got.shape == expected.shape, key
-        if expected.dtype.kind in "OSUi":
-            np.testing.assert_array_equal(got, expected, err_msg=key)
-        else:
-            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=key)
-
-
 async def _queued_behind_blocker(
     batcher: DynamicBatcher,
     gated: Any,
@@ -257,7 +236,7 @@ def test_merged_results_equal_unmerged(servables: dict[str, Servable], name: str
     for request, merged in zip(requests, results, strict=True):
         alone = servable.predict(request)
         if name != "ocr":
-            _assert_same_outputs(merged, alone)
+            assert_same_outputs(merged, alone, rtol=MERGED_RTOL)
             continue
         # Padding: exactly what the model answers for this request padded to the batch's width,
         # cut back to its own T; and the decoded text is the one it gets alone.
@@ -265,8 +244,8 @@ def test_merged_results_equal_unmerged(servables: dict[str, Servable], name: str
         steps = math.ceil(width / servable.metadata["time_stride"])
         padded = servable.predict({"image": _padded(request["image"], widest)})
         padded["probabilities"] = padded["probabilities"][:, :steps]
-        _assert_same_outputs(merged, padded)
-        _assert_same_outputs(merged, alone, exact=("text",))
+        assert_same_outputs(merged, padded, rtol=MERGED_RTOL)
+        assert_same_outputs(merged, alone, keys=("text",), rtol=MERGED_RTOL)
         assert merged["probabilities"].shape == alone["probabilities"].shape
 
 
@@ -286,7 +265,7 @@ def test_ocr_without_padding_merges_equal_widths_only(
     results = run(_queued_behind_blocker(batcher, gated, requests[0], requests))
     assert gated.calls == [1, 3, 2]  # the blocker, then {40, 40, 40} and {96, 96}
     for request, result in zip(requests, results, strict=True):
-        _assert_same_outputs(result, servable.predict(request))
+        assert_same_outputs(result, servable.predict(request), rtol=MERGED_RTOL)
 
 
 def test_ocr_groups_similar_widths(servables: dict[str, Servable], run: Any) -> None:
@@ -416,7 +395,7 @@ def test_request_larger_than_max_batch_runs_alone(servables: dict[str, Servable]
         await batcher.close(5)
         return result
 
-    _assert_same_outputs(run(scenario()), servable.predict({"image": image}))
+    assert_same_outputs(run(scenario()), servable.predict({"image": image}), rtol=MERGED_RTOL)
     assert gated.calls == [10]
 
 
@@ -514,4 +493,4 @@ def test_concurrent_clients_each_get_their_own_rows(
     assert max(requests_in_batch for _, requests_in_batch in recorder.batches) > 1
     assert sum(rows for rows, _ in recorder.batches) == sum(len(r["image"]) for r in requests)
     for request, result in zip(requests, results, strict=True):
-        _assert_same_outputs(result, servable.predict(request))
+        assert_same_outputs(result, servable.predict(request), rtol=MERGED_RTOL)

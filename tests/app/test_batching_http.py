@@ -22,8 +22,8 @@ import pytest
 from app.batching import BatchingOptions
 from tests.app.conftest import ReferenceModels
 from tests.in_process import InProcessApp, in_process_sync
+from tests.outputs import assert_same_outputs
 
-FLOAT_TOLERANCE = 1e-5
 CONCURRENCY = 24
 Answer = tuple[int, dict[str, np.ndarray] | str]
 
@@ -107,16 +107,6 @@ async def _v2_binary(client: httpx.AsyncClient, image: np.ndarray) -> Answer:
 PROTOCOLS = (_tfserving, _v2_json, _v2_binary)
 
 
-def _assert_answer(answer: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
-    np.testing.assert_array_equal(answer["class_id"].ravel(), expected["class_id"])
-    np.testing.assert_allclose(
-        answer["probabilities"].reshape(expected["probabilities"].shape),
-        expected["probabilities"],
-        rtol=0,
-        atol=FLOAT_TOLERANCE,
-    )
-
-
 def test_concurrent_mixed_protocol_requests_get_their_own_answers(
     served: InProcessApp, reference_models: ReferenceModels
 ) -> None:
@@ -136,7 +126,7 @@ def test_concurrent_mixed_protocol_requests_get_their_own_answers(
     for image, (status, answer) in zip(images, answers, strict=True):
         assert status == 200, answer
         assert isinstance(answer, dict)
-        _assert_answer(answer, reference_models.predict("mnist", image))
+        assert_same_outputs(answer, reference_models.predict("mnist", image))
 
 
 @pytest.fixture(scope="module")
@@ -171,4 +161,4 @@ def test_full_queue_answers_429_and_admitted_requests_are_right(
             assert isinstance(answer, str) and "queued" in answer
         else:
             assert isinstance(answer, dict)
-            _assert_answer(answer, reference_models.predict("mnist", image))
+            assert_same_outputs(answer, reference_models.predict("mnist", image))

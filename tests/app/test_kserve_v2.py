@@ -17,14 +17,13 @@ import pytest
 import tritonclient.http as triton
 
 from tests.app.conftest import BROKEN_MODEL, SERVED_MODELS, ReferenceModels
+from tests.outputs import assert_same_outputs
 
-FLOAT_TOLERANCE = 1e-5
 OUTPUT_NAMES = {
     "mnist": ("class_id", "probabilities"),
     "deskew": ("angle", "scale"),
     "ocr": ("text", "confidence", "probabilities"),
 }
-EXACT_OUTPUTS = {"class_id", "text"}
 
 
 def triton_infer(
@@ -55,23 +54,6 @@ def _model_input(
     heldout_strips: list[tuple[np.ndarray, list[str]]],
 ) -> np.ndarray:
     return heldout_strips[-1][0] if name == "ocr" else heldout_digits[0]
-
-
-def _assert_same_outputs(
-    name: str, got: dict[str, np.ndarray], expected: dict[str, np.ndarray]
-) -> None:
-    for output in OUTPUT_NAMES[name]:
-        want = expected[output]
-        have = got[output]
-        assert have.shape == want.shape, output
-        if output in EXACT_OUTPUTS:
-            assert [_text(v) for v in have.ravel()] == [_text(v) for v in want.ravel()], output
-        else:
-            np.testing.assert_allclose(have, want, rtol=0, atol=FLOAT_TOLERANCE, err_msg=output)
-
-
-def _text(value: object) -> object:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def test_health_and_server_metadata(client: httpx.Client) -> None:
@@ -131,7 +113,7 @@ def test_tritonclient_infer_equals_in_process_model(
     for output in response["outputs"]:
         assert ("parameters" in output) == binary_out
     got = {o: result.as_numpy(o) for o in OUTPUT_NAMES[name]}
-    _assert_same_outputs(name, got, reference_models.predict(name, image))
+    assert_same_outputs(got, reference_models.predict(name, image))
 
 
 def test_tritonclient_default_outputs_are_all_binary(

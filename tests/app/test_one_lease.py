@@ -22,6 +22,7 @@ from app.errors import InvalidInput
 from app.protocols.tfserving import decode_predict
 from app.registry import ModelRegistry
 from app.repository import VersionDir
+from bench.standin_model import SERVE, save_version
 
 
 def _export_sum_model(target: Path, input_names: tuple[str, ...]) -> VersionDir:
@@ -37,7 +38,7 @@ def _export_sum_model(target: Path, input_names: tuple[str, ...]) -> VersionDir:
             return {"total": tf.add_n([tf.reduce_sum(t, axis=1) for t in tensors])}
 
     module = Summer()
-    tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve})
+    save_version(module, target, {SERVE: module.serve})
     return VersionDir(target.parent.name, int(target.name), target)
 
 

@@ -14,25 +14,7 @@ import numpy as np
 import pytest
 
 from tests.app.conftest import BROKEN_MODEL, SERVED_MODELS, ReferenceModels
-
-FLOAT_TOLERANCE = 1e-5
-
-
-def _assert_outputs_equal(got: dict[str, list], expected: dict[str, np.ndarray]) -> None:
-    assert set(got) == set(expected)
-    for key, want in expected.items():
-        if want.dtype.kind in "OS":
-            assert got[key] == [item.decode() for item in want.tolist()], key
-        elif want.dtype.kind in "iu":
-            np.testing.assert_array_equal(np.asarray(got[key]), want, err_msg=key)
-        else:
-            np.testing.assert_allclose(
-                np.asarray(got[key], dtype=np.float32),
-                want,
-                atol=FLOAT_TOLERANCE,
-                rtol=0,
-                err_msg=key,
-            )
+from tests.outputs import assert_same_outputs
 
 
 def _rows_to_columns(predictions: list[dict]) -> dict[str, list]:
@@ -58,7 +40,7 @@ def test_row_format_equals_in_process_model(
         assert response.status_code == 200, response.text
         predictions = response.json()["predictions"]
         assert len(predictions) == len(images)
-        _assert_outputs_equal(_rows_to_columns(predictions), reference_models.predict(name, images))
+        assert_same_outputs(_rows_to_columns(predictions), reference_models.predict(name, images))
 
 
 @pytest.mark.parametrize("name", SERVED_MODELS)
@@ -75,7 +57,7 @@ def test_columnar_format_equals_in_process_model(
             json={"signature_name": "serving_default", "inputs": {"image": images.tolist()}},
         )
         assert response.status_code == 200, response.text
-        _assert_outputs_equal(response.json()["outputs"], reference_models.predict(name, images))
+        assert_same_outputs(response.json()["outputs"], reference_models.predict(name, images))
 
 
 def test_named_instances_and_bare_columns_are_accepted(

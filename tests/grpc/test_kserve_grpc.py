@@ -21,12 +21,12 @@ from tests.grpc.conftest import (
     API_METADATA,
     MODELS,
     GrpcServer,
-    assert_same_outputs,
     images,
     in_process,
     post_v2_json,
 )
 from tests.live_server import REPO_ROOT
+from tests.outputs import assert_same_outputs
 
 HEADERS = dict(API_METADATA)
 
@@ -85,8 +85,8 @@ def test_infer_equals_http_and_the_saved_model(
     assert len(response.raw_output_contents) == len(response.outputs)  # raw in, raw out
     got = {output.name: result.as_numpy(output.name) for output in response.outputs}
     want = in_process(saved_models, name, image)
-    assert_same_outputs(got, want)
-    assert_same_outputs(got, http_infer(grpc_server, name, image))
+    assert_same_outputs(got, want, rtol=1e-5)
+    assert_same_outputs(got, http_infer(grpc_server, name, image), rtol=1e-5)
 
 
 def test_model_metadata_and_config(grpc_server: GrpcServer) -> None:
@@ -193,4 +193,4 @@ def test_kserve_inference_grpc_client(
     want = in_process(saved_models, "mnist", image)
     for encoding in ("binary", "typed"):
         got = {key: np.array(value) for key, value in answers[encoding].items()}
-        assert_same_outputs({k: got[k].astype(want[k].dtype) for k in got}, want)
+        assert_same_outputs({k: got[k].astype(want[k].dtype) for k in got}, want, rtol=1e-5)

@@ -23,10 +23,10 @@ from tests.grpc.conftest import (
     API_METADATA,
     MODELS,
     GrpcServer,
-    assert_same_outputs,
     images,
     in_process,
 )
+from tests.outputs import assert_same_outputs
 
 
 def predict(
@@ -64,7 +64,7 @@ def test_predict_equals_http_and_the_saved_model(
     assert response.model_spec.version.value == 1
     assert response.model_spec.signature_name == "serving_default"
     got = outputs_of(response)
-    assert_same_outputs(got, in_process(saved_models, name, image))
+    assert_same_outputs(got, in_process(saved_models, name, image), rtol=1e-5)
     http = httpx.post(
         f"{grpc_server.url}/v1/models/{name}:predict",
         json={"inputs": image.tolist()},
@@ -90,7 +90,7 @@ def test_predict_by_version_and_by_label(
         filtered = predict(channel, "mnist", image, label="stable", output_filter=("class_id",))
     for response in (by_version, by_label):
         assert response.model_spec.version.value == 1
-        assert_same_outputs(outputs_of(response), want)
+        assert_same_outputs(outputs_of(response), want, rtol=1e-5)
     assert list(filtered.outputs) == ["class_id"]
     assert tf.make_ndarray(filtered.outputs["class_id"]).tolist() == want["class_id"].tolist()
 
@@ -108,7 +108,7 @@ def test_predict_with_typed_values(grpc_server: GrpcServer, saved_models: dict[s
     with grpc_server.channel() as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         response = stub.Predict(request, metadata=API_METADATA, timeout=30)
-    assert_same_outputs(outputs_of(response), in_process(saved_models, "deskew", image))
+    assert_same_outputs(outputs_of(response), in_process(saved_models, "deskew", image), rtol=1e-5)
 
 
 def test_model_metadata_signature_def(grpc_server: GrpcServer) -> None:

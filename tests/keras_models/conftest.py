@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.standin_model import SERVE, save_version
+
 CUSTOM_MODULE = "kerasserve_test_custom_layers"
 ORPHAN_MODULE = "kerasserve_test_orphan_layers"
 EMBEDDING_ROWS = 10
@@ -151,7 +153,7 @@ def _save_module(path: Path) -> None:
             return {"rows": tf.gather(self.table, ids), "doubled": amount * 2.0}
 
     module = Lookup()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    save_version(module, path, {SERVE: module.serve})
 
 
 @pytest.fixture(scope="session")

@@ -25,10 +25,10 @@ from tests.keras_models.conftest import (
     MODULE_ROWS,
     KerasRepository,
 )
+from tests.outputs import FLOAT_TOLERANCE, assert_same_outputs
 
 pytestmark = pytest.mark.anyio
 RNG = np.random.default_rng(11)
-TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +49,6 @@ def pair_inputs(rows: int) -> dict[str, np.ndarray]:
         "features": RNG.random((rows, 3), dtype=np.float32),
         "bias": RNG.random((rows, 1), dtype=np.float32),
     }
-
-
-def assert_close(got: dict[str, Any], want: dict[str, np.ndarray]) -> None:
-    assert sorted(got) == sorted(want)
-    for name, value in want.items():
-        np.testing.assert_allclose(np.asarray(got[name], np.float32), value, atol=TOLERANCE)
 
 
 async def test_status_and_metadata_describe_the_keras_signature(client: httpx.AsyncClient) -> None:
@@ -80,12 +74,12 @@ async def test_two_inputs_two_outputs_over_tfserving_rows_and_columns(
     answer = await client.post("/v1/models/pair:predict", json={"instances": rows})
     assert answer.status_code == 200, answer.text
     predictions = answer.json()["predictions"]
-    assert_close({k: [row[k] for row in predictions] for k in want}, want)
+    assert_same_outputs({k: [row[k] for row in predictions] for k in want}, want)
 
     columns = {k: v.tolist() for k, v in inputs.items()}
     answer = await client.post("/v1/models/pair/versions/1:predict", json={"inputs": columns})
     assert answer.status_code == 200, answer.text
-    assert_close(answer.json()["outputs"], want)
+    assert_same_outputs(answer.json()["outputs"], want)
 
 
 async def test_two_inputs_two_outputs_over_v2_json_and_binary(
@@ -102,7 +96,7 @@ async def test_two_inputs_two_outputs_over_v2_json_and_binary(
     answer = await client.post("/v2/models/pair/infer", json=body)
     assert answer.status_code == 200, answer.text
     outputs = {o["name"]: np.reshape(o["data"], o["shape"]) for o in answer.json()["outputs"]}
-    assert_close(outputs, want)
+    assert_same_outputs(outputs, want)
 
     # The binary extension, built and parsed by tritonclient's own codec.
     tensors = []
@@ -121,7 +115,7 @@ async def test_two_inputs_two_outputs_over_v2_json_and_binary(
     result = triton.InferenceServerClient.parse_response_body(
         answer.content, header_length=int(answer.headers["Inference-Header-Content-Length"])
     )
-    assert_close({n: result.as_numpy(n) for n in want}, want)
+    assert_same_outputs({n: result.as_numpy(n) for n in want}, want)
 
 
 async def test_registered_custom_layer_is_served(
@@ -131,8 +125,8 @@ async def test_registered_custom_layer_is_served(
     answer = await client.post("/v1/models/custom:predict", json={"instances": x.tolist()})
     assert answer.status_code == 200, answer.text
     want = keras_repository.reference("custom", {"x": x})["shifted"]
-    np.testing.assert_allclose(answer.json()["predictions"], want, atol=TOLERANCE)
-    np.testing.assert_allclose(want, x * 2.0 + 1.5, atol=TOLERANCE)  # the layer really ran
+    np.testing.assert_allclose(answer.json()["predictions"], want, atol=FLOAT_TOLERANCE)
+    np.testing.assert_allclose(want, x * 2.0 + 1.5, atol=FLOAT_TOLERANCE)  # the layer really ran
 
 
 async def test_embedding_indices_in_range_match_keras(
@@ -142,7 +136,7 @@ async def test_embedding_indices_in_range_match_keras(
     want = keras_repository.reference("embed", {"tokens": tokens})
     answer = await client.post("/v1/models/embed:predict", json={"inputs": tokens.tolist()})
     assert answer.status_code == 200, answer.text
-    np.testing.assert_allclose(answer.json()["outputs"], want["logits"], atol=TOLERANCE)
+    np.testing.assert_allclose(answer.json()["outputs"], want["logits"], atol=FLOAT_TOLERANCE)
     body = {"inputs": [{"name": "tokens", "shape": [2, 4], "datatype": "INT64",
                         "data": tokens.ravel().tolist()}]}  # fmt: skip
     answer = await client.post("/v2/models/embed/infer", json=body)
@@ -190,7 +184,7 @@ async def test_the_embedding_exported_as_a_savedmodel_is_bounded_too(
     )
     assert answer.status_code == 200, answer.text
     want = keras_repository.reference("embed", {"tokens": tokens})["logits"]
-    np.testing.assert_allclose(answer.json()["predictions"], want, atol=TOLERANCE)
+    np.testing.assert_allclose(answer.json()["predictions"], want, atol=FLOAT_TOLERANCE)
     answer = await client.post(
         f"/v1/models/{EXPORTED}:predict", json={"instances": [[0, 1, 2, bad]]}
     )
@@ -271,7 +265,7 @@ async def test_lambda_is_served_when_unsafe_deserialization_is_allowed(
         answer = await unsafe.post("/v1/models/lam:predict", json={"instances": x.tolist()})
         assert answer.status_code == 200, answer.text
         want = keras_repository.reference("lam", {"x": x})["doubled"]
-        np.testing.assert_allclose(answer.json()["predictions"], want, atol=TOLERANCE)
-        np.testing.assert_allclose(want, x * 2.0 + 1.0, atol=TOLERANCE)
+        np.testing.assert_allclose(answer.json()["predictions"], want, atol=FLOAT_TOLERANCE)
+        np.testing.assert_allclose(want, x * 2.0 + 1.0, atol=FLOAT_TOLERANCE)
         body = json.dumps({"instances": [[1.0, 2.0]]})
         assert (await unsafe.post("/v1/models/orphan:predict", content=body)).status_code == 503

@@ -1,4 +1,5 @@
-"""SavedModels the signature tests build themselves (tf.Module + tf.saved_model.save).
+"""SavedModels the signature tests build themselves (tf.Modules, saved by
+`bench.standin_model.save_version`).
 
 - `multi`: `serving_default` and two more signatures, one of them with string tensors;
 - `typed`: int64 and string inputs, float32/float64/int64/string/`_bytes` outputs, and a
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-SERVE = "serving_default"
+from bench.standin_model import SERVE, save_version
 
 
 def _float_feature(serialized: tf.Tensor, name: str) -> tf.Tensor:
@@ -117,10 +118,7 @@ class HalfPlusTwo(tf.Module):
 
 
 def _save(module: tf.Module, path: Path, names: tuple[str, ...]) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    signatures = {name: getattr(module, name) for name in names}
-    tf.saved_model.save(module, str(path), signatures=signatures)
-    return path
+    return save_version(module, path, {name: getattr(module, name) for name in names})
 
 
 def export_all(repository: Path) -> Path:

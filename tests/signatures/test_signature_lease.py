@@ -17,6 +17,7 @@ from app.errors import InvalidInput
 from app.protocols.tfserving import decode_predict
 from app.registry import ModelRegistry
 from app.repository import VersionDir
+from bench.standin_model import SERVE, save_version
 
 
 def _export(target: Path, extra: str | None, factor: float) -> VersionDir:
@@ -32,10 +33,10 @@ def _export(target: Path, extra: str | None, factor: float) -> VersionDir:
             return {"z": x * factor}
 
     module = Model()
-    signatures = {"serving_default": module.serve}
+    signatures = {SERVE: module.serve}
     if extra is not None:
         signatures[extra] = module.other
-    tf.saved_model.save(module, str(target), signatures=signatures)
+    save_version(module, target, signatures)
     return VersionDir(target.parent.name, int(target.name), target)
 
 
@@ -100,9 +101,8 @@ def test_warm_up_calls_every_signature_once(tmp_path: Path) -> None:
             return {"calls": tf.fill(tf.shape(x), self.calls.assign_add(1))}
 
     module = Counting()
-    path = tmp_path / "counting" / "1"
-    tf.saved_model.save(
-        module, str(path), signatures={"serving_default": module.serve, "count": module.count}
+    path = save_version(
+        module, tmp_path / "counting" / "1", {SERVE: module.serve, "count": module.count}
     )
     servable = Servable.load("counting", 1, path)
     assert servable.predict({"x": np.zeros(1, np.float32)}, "count")["calls"].tolist() == [2]

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bench.standin_model import save_version
 from training.data import load_split
 from training.nets.ocr import (
     BLANK_INDEX,
@@ -42,8 +43,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, Any
     config = TrainConfig(epochs=1, batch_size=8, steps_per_epoch=1)
     model = RECIPE.build_training_model(config)
     module = RECIPE.export_module(model, config)
-    path = tmp_path_factory.mktemp("ocr") / "saved"
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serving_default})
+    path = save_version(module, tmp_path_factory.mktemp("ocr") / "saved")
     return inference_model(model), tf.saved_model.load(str(path)).signatures["serving_default"]
 
 

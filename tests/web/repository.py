@@ -45,7 +45,11 @@ models:
 """
 SCALER_SCRIPT = """
 import sys
+from pathlib import Path
+
 import tensorflow as tf
+
+from bench.standin_model import save_version
 
 class Scaler(tf.Module):
     def __init__(self):
@@ -56,8 +60,7 @@ class Scaler(tf.Module):
     def serving_default(self, x):
         return {"y": x * self.weight, "total": tf.reduce_sum(x, axis=1)}
 
-module = Scaler()
-tf.saved_model.save(module, sys.argv[1], signatures={"serving_default": module.serving_default})
+save_version(Scaler(), Path(sys.argv[1]))
 """
 # Run in the same interpreter as the scaler script (one TensorFlow start for both).
 FIGURES_SCRIPT = """
