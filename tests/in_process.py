@@ -30,15 +30,14 @@ T = TypeVar("T")
 
 @asynccontextmanager
 async def in_process(repository: Path, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client of the app over `repository` once its initial load is done."""
+    """An httpx client of the app over `repository` once its initial load is done (`settings`:
+    any of `app.settings.Settings`)."""
     from app.main import create_app
     from app.settings import Settings
 
-    app = create_app(
-        Settings(
-            model_repository=repository, device="cpu", poll_interval=0, grpc_port=0, **settings
-        )
-    )
+    # CPU, no polling and no gRPC port unless the test says otherwise.
+    chosen = {"device": "cpu", "poll_interval": 0, "grpc_port": 0, **settings}
+    app = create_app(Settings(model_repository=repository, **chosen))
     async with app.router.lifespan_context(app):
         deadline = asyncio.get_running_loop().time() + LOAD_TIMEOUT_S
         while not app.state.registry.initial_load_done:

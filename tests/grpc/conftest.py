@@ -116,6 +116,7 @@ def grpc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServer
         "--max-body-bytes",
         str(MAX_BODY_BYTES),
     ]
+    # Live: gRPC clients and TF Serving's stubs connect to a port.
     with live_server(repository, logs, args, headers=API_HEADERS) as live:
         wait_for_grpc(f"127.0.0.1:{grpc_port}", GRPC_START_TIMEOUT_S, live)
         yield GrpcServer(live, grpc_port, repository)
@@ -142,18 +143,6 @@ def in_process(saved_models: dict[str, Any], name: str, image: np.ndarray) -> di
 def images(name: str, rows: int = 2, seed: int = 0) -> np.ndarray:
     width = 84 if name == "ocr" else 28
     return np.random.default_rng(seed).random((rows, 28, width, 1), dtype=np.float32)
-
-
-def assert_same_outputs(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
-    """Classes and strings exactly, floats to 1e-5."""
-    assert set(got) == set(want), (sorted(got), sorted(want))
-    for key, expected in want.items():
-        value = np.asarray(got[key])
-        assert value.shape == expected.shape, (key, value.shape, expected.shape)
-        if expected.dtype.kind in "OSU" or expected.dtype.kind in "iub":
-            assert value.tolist() == expected.tolist(), key
-        else:
-            np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-5, err_msg=key)
 
 
 def post_v2_json(server: GrpcServer, name: str, image: np.ndarray) -> httpx.Response:

@@ -95,6 +95,7 @@ def test_sigterm_finishes_calls_in_flight_and_exits_zero(tmp_path: Path) -> None
         "--log-format",
         "json",
     ]
+    # Live: a gRPC port, and the drain on SIGTERM of a real process.
     with live_server(repository, tmp_path, args) as live:
         wait_for_grpc(f"127.0.0.1:{grpc_port}", 60, live)
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:

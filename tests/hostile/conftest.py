@@ -54,6 +54,7 @@ def hostile_server(
     """The server with its default limits (one for the whole session)."""
     args = ["--device", "cpu", "--log-level", "warning"]
     # No gRPC listener: its fixed default port would collide with other test servers.
+    # Live: each request's cost is read from the server process's peak memory (/proc/<pid>).
     with live_server(
         hostile_repository,
         tmp_path_factory.mktemp("hostile-logs"),

@@ -31,10 +31,10 @@ from tests.keras_models.conftest import (
     build_embed,
 )
 from tests.live_server import REPO_ROOT, LiveServer, free_port, live_server
+from tests.outputs import FLOAT_TOLERANCE
 
 POLL_INTERVAL_S = 0.3
 RELOAD_TIMEOUT_S = 60.0
-TOLERANCE = 1e-5
 RNG = np.random.default_rng(5)
 
 
@@ -66,6 +66,7 @@ def served(
     ]
     path = os.pathsep.join([str(keras_repository.module_dir), str(REPO_ROOT)])
     logs = tmp_path_factory.mktemp("keras-live-logs")
+    # Live: gRPC clients and TF Serving's stubs connect to a port.
     with live_server(repository, logs, args, env={"PYTHONPATH": path}) as live:
         wait_for_grpc(f"127.0.0.1:{grpc_port}", 60.0, live)
         yield Served(live, grpc_port, repository)
@@ -90,7 +91,7 @@ def test_grpc_tfserving_predict_and_kserve_infer_match_keras(
     got = {name: tf.make_ndarray(tensor) for name, tensor in response.outputs.items()}
     assert sorted(got) == sorted(want)
     for name in want:
-        np.testing.assert_allclose(got[name], want[name], atol=TOLERANCE)
+        np.testing.assert_allclose(got[name], want[name], atol=FLOAT_TOLERANCE)
 
     client = triton_grpc.InferenceServerClient(served.grpc_address)
     try:
@@ -101,7 +102,7 @@ def test_grpc_tfserving_predict_and_kserve_infer_match_keras(
             tensors.append(tensor)
         result = client.infer("pair", tensors)
         for name in want:
-            np.testing.assert_allclose(result.as_numpy(name), want[name], atol=TOLERANCE)
+            np.testing.assert_allclose(result.as_numpy(name), want[name], atol=FLOAT_TOLERANCE)
         # An out-of-range Embedding index: INVALID_ARGUMENT naming the input and the range.
         tokens = np.array([[1, 2, 3, EMBEDDING_ROWS + 2]], np.int64)
         tensor = triton_grpc.InferInput("tokens", [1, 4], "INT64")
@@ -125,7 +126,7 @@ def test_tritonclient_http_binary_over_a_socket(
             "custom", [tensor], outputs=[triton_http.InferRequestedOutput("shifted", True)]
         )
         want = keras_repository.reference("custom", {"x": x})["shifted"]
-        np.testing.assert_allclose(result.as_numpy("shifted"), want, atol=TOLERANCE)
+        np.testing.assert_allclose(result.as_numpy("shifted"), want, atol=FLOAT_TOLERANCE)
     finally:
         client.close()
 
@@ -148,7 +149,7 @@ def test_a_published_keras_version_is_hot_reloaded_and_labelled(served: Served) 
         while True:
             answer = client.post("/v1/models/embed:predict", json={"instances": tokens.tolist()})
             assert answer.status_code == 200, answer.text
-            if np.allclose(answer.json()["predictions"], want, atol=TOLERANCE):
+            if np.allclose(answer.json()["predictions"], want, atol=FLOAT_TOLERANCE):
                 break
             assert time.monotonic() < deadline, (
                 f"version 2 not served:\n{served.live.log()[-3000:]}"
@@ -165,6 +166,6 @@ def test_a_published_keras_version_is_hot_reloaded_and_labelled(served: Served) 
                 break
             assert time.monotonic() < deadline, answer.text
             time.sleep(POLL_INTERVAL_S)
-        np.testing.assert_allclose(answer.json()["predictions"], want, atol=TOLERANCE)
+        np.testing.assert_allclose(answer.json()["predictions"], want, atol=FLOAT_TOLERANCE)
         training = client.get("/v2/models/embed/versions/2/training").json()
         assert training["metadata"]["source"] == "keras test"

@@ -145,6 +145,7 @@ def start_server(tmp_path: Path) -> Callable[..., AbstractContextManager[LiveSer
 
     @contextmanager
     def start(repo: Path, *extra: str) -> Iterator[LiveServer]:
+        # Live: these tests are about the process (start, signals, exit status, its log).
         with live_server(repo, logs, [*SERVER_ARGS, *extra]) as server:
             yield server
 

@@ -48,6 +48,7 @@ BIG_BATCH_ROWS = 128  # in flight for some ms: requests straddle the signal
 
 @contextmanager
 def _workers(repository: Path, logs: Path, *extra: str) -> Iterator[LiveServer]:
+    # Live: `--workers` forks uvicorn worker processes.
     with live_server(
         repository,
         logs,

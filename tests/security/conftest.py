@@ -9,15 +9,15 @@ connection caps, tritonclient against the control routes.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.live_server import LiveServer, live_server
+from tests.live_server import LiveServer
 
 API_TOKEN = "api-token-7c1f0b2e9d"
 ADMIN_TOKEN = "admin-token-4a8e6f3b21"
@@ -62,29 +62,3 @@ def wait_live(server: LiveServer, timeout_s: float = LIVE_TIMEOUT_S) -> None:
             pass
         assert time.monotonic() < deadline, f"server not live:\n{server.log()[-4000:]}"
         time.sleep(0.2)
-
-
-@pytest.fixture()
-def start_server(tmp_path: Path) -> Callable[..., AbstractContextManager[LiveServer]]:
-    """`with start_server(repository, *args, env=...) as server:` a live server on a free port."""
-    logs = tmp_path / "logs"
-    logs.mkdir(exist_ok=True)
-
-    @contextmanager
-    def start(
-        repository: Path,
-        *args: str,
-        env: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Iterator[LiveServer]:
-        with live_server(
-            repository,
-            logs,
-            ["--device", "cpu", "--poll-interval", "0", *args],
-            env=env,
-            headers=headers,
-        ) as server:
-            wait_live(server)
-            yield server
-
-    return start

@@ -38,6 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         ADMIN_TOKEN,
     ]
     # The API token comes from the environment, as a deployment would pass it.
+    # Live: tritonclient.http needs a socket, and the test reads the log the process writes.
     with live_server(
         repository,
         tmp_path_factory.mktemp("logs"),

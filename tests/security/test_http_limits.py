@@ -39,6 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "--max-connections",
         str(MAX_CONNECTIONS),
     ]
+    # Live: header limits, header timeouts and the connection cap are uvicorn's, on raw sockets.
     with live_server(repository, tmp_path_factory.mktemp("logs"), args) as running:
         wait_live(running)
         yield running
@@ -224,6 +225,7 @@ def test_limits_and_tokens_apply_to_every_worker(tmp_path: Path) -> None:
         "--api-token",
         API_TOKEN,
     ]
+    # Live: `--workers` forks worker processes, each of which must get the limits and tokens.
     with live_server(repository, tmp_path, args) as running:
         wait_live(running)
         authorization = ("Authorization: " + API_HEADERS["Authorization"] + "\r\n").encode()

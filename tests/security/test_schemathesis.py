@@ -54,6 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "--admin-token",
         ADMIN_TOKEN,
     ]
+    # Live: the Schemathesis CLI is a process of its own that needs a URL.
     with live_server(
         repository, tmp_path_factory.mktemp("logs"), args, headers=API_HEADERS
     ) as running:

@@ -63,6 +63,7 @@ class Live:
 def live(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     grpc_port = free_port()
     args = ["--device", "cpu", "--grpc-port", str(grpc_port), "--log-level", "warning"]
+    # Live: tritonclient.http/grpc and TF Serving's stubs need a socket and a gRPC port.
     with live_server(repository, tmp_path_factory.mktemp("signature-logs"), args) as server:
         address = f"127.0.0.1:{grpc_port}"
         wait_for_grpc(address, GRPC_START_TIMEOUT_S, server)

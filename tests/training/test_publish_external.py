@@ -1,7 +1,8 @@
 """`python -m training publish`: models made outside the project, published into a repository.
 
 The sources are built here (a SavedModel from a `tf.Module`); the CLI runs as a real subprocess,
-and the end-to-end case has a real server polling the repository while the CLI publishes.
+and in the end-to-end cases the app (in-process, with its lifespan and polling running) watches
+the repository while the CLI publishes into it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.live_server import REPO_ROOT, live_server
+from bench.standin_model import SERVE, save_version
+from tests.in_process import in_process_sync
+from tests.live_server import REPO_ROOT
 from training.publish import PublishError
 from training.publish_external import ExternalModel, publish_external
 
-POLL = ["--poll-interval", "0.2"]
+POLL_INTERVAL_S = 0.2
 
 
 def run_publish(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -50,8 +53,7 @@ def save_affine(target: Path, slope: float = 0.5, offset: float = 2.0, fail_on_z
             return {"y": slope * x + offset}
 
     module = Affine()
-    tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve})
-    return target
+    return save_version(module, target, {SERVE: module.serve})
 
 
 def save_keras(target: Path, with_lambda: bool = False) -> Path:
@@ -165,10 +167,8 @@ def test_a_polling_server_serves_the_published_version_without_a_restart(
 ) -> None:
     repository = tmp_path / "models"
     repository.mkdir()
-    with (
-        live_server(repository, tmp_path, POLL) as server,
-        httpx.Client(base_url=server.url, timeout=10.0) as client,
-    ):
+    with in_process_sync(repository, poll_interval=POLL_INTERVAL_S) as served:
+        client = served.client
         assert client.get("/v2/models/affine/ready").status_code == 404
         first = run_publish(affine_source, "--name", "affine", "--repository", repository)
         assert first.returncode == 0, first.stderr
@@ -178,7 +178,7 @@ def test_a_polling_server_serves_the_published_version_without_a_restart(
         second = run_publish(retrained, "--name", "affine", "--repository", repository)
         assert second.returncode == 0, second.stderr
         assert infer_when_ready(client, "affine", "2") == pytest.approx([2.0, 4.0, 6.0])
-        assert server.is_running()
+        assert client.get("/v2/health/live").status_code == 200
 
 
 def test_a_published_keras_file_answers_as_keras_does(tmp_path: Path) -> None:
@@ -192,10 +192,8 @@ def test_a_published_keras_file_answers_as_keras_does(tmp_path: Path) -> None:
         "scale": np.array([[0.5], [2.0]], dtype=np.float32),
     }
     expected = keras.saving.load_model(source)(rows)
-    with (
-        live_server(repository, tmp_path, POLL) as server,
-        httpx.Client(base_url=server.url, timeout=10.0) as client,
-    ):
+    with in_process_sync(repository, poll_interval=POLL_INTERVAL_S) as served:
+        client = served.client
         done = run_publish(source, "--name", "scorer", "--repository", repository)
         assert done.returncode == 0, done.stderr
         assert (

@@ -55,6 +55,7 @@ def web_server(
     web_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     args = ["--device", "cpu", "--log-level", "warning", "--poll-interval", "0"]
+    # Live: Chromium loads the page from a URL.
     with live_server(web_repository, tmp_path_factory.mktemp("web-logs"), args) as running:
         yield running
 

@@ -34,6 +34,7 @@ def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
         ADMIN_TOKEN,
     ]
     headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    # Live: Chromium loads the page from a URL.
     with live_server(
         repository, tmp_path_factory.mktemp("guarded-logs"), args, headers=headers
     ) as running:
