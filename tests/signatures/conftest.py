@@ -1,27 +1,26 @@
 """One repository of test-built models (`tests.signatures.models`), served two ways.
 
-- `app_client`: the app in this process (Starlette's TestClient: httpx over ASGI, lifespan
-  run, so the models really load and the batcher really runs), for everything HTTP-only;
+- `app_client`: the app in this process (`tests.in_process`: httpx over ASGI, lifespan run, so
+  the models really load and the batcher really runs), for everything HTTP-only;
 - `live`: a real `python -m app` with a gRPC port, for the clients that need sockets
   (tritonclient.http, tritonclient.grpc, TF Serving's gRPC stubs).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from tests.grpc.conftest import wait_for_grpc
+from tests.in_process import in_process_sync
 from tests.live_server import LiveServer, free_port, live_server
 from tests.signatures.models import export_all
 
 GRPC_START_TIMEOUT_S = 60.0
-START_TIMEOUT_S = 120.0
 
 
 @pytest.fixture(scope="session")
@@ -30,19 +29,9 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_client(repository: Path) -> Iterator[TestClient]:
-    from app.main import create_app
-    from app.settings import Settings
-
-    app = create_app(
-        Settings(model_repository=repository, device="cpu", poll_interval=0, grpc_port=0)
-    )
-    with TestClient(app, raise_server_exceptions=False) as client:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while client.get("/v2/health/ready").status_code != 200:
-            assert time.monotonic() < deadline, "the test models did not load"
-            time.sleep(0.1)
-        yield client
+def app_client(repository: Path) -> Iterator[httpx.Client]:
+    with in_process_sync(repository) as served:
+        yield served.client
 
 
 @dataclass(frozen=True)

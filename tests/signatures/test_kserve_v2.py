@@ -7,10 +7,10 @@ from __future__ import annotations
 import re
 import struct
 
+import httpx
 import numpy as np
 import orjson
 import pytest
-from fastapi.testclient import TestClient
 
 SCALE_INPUTS = [
     {"name": "x", "datatype": "FP32", "shape": [2, 3], "data": [1, 2, 3, 4, 5, 6]},
@@ -18,14 +18,14 @@ SCALE_INPUTS = [
 ]
 
 
-def _infer(client: TestClient, model: str, body: dict, status: int = 200) -> dict:
+def _infer(client: httpx.Client, model: str, body: dict, status: int = 200) -> dict:
     response = client.post(f"/v2/models/{model}/infer", content=orjson.dumps(body))
     assert response.status_code == status, response.text
     return response.json()
 
 
 def test_metadata_has_the_default_signature_and_every_signature_by_name(
-    app_client: TestClient,
+    app_client: httpx.Client,
 ) -> None:
     body = app_client.get("/v2/models/multi").json()
     assert [t["name"] for t in body["inputs"]] == ["x"]  # serving_default's, as before
@@ -48,7 +48,7 @@ def test_metadata_has_the_default_signature_and_every_signature_by_name(
     ]
 
 
-def test_signature_name_parameter_in_json(app_client: TestClient) -> None:
+def test_signature_name_parameter_in_json(app_client: httpx.Client) -> None:
     body = _infer(
         app_client,
         "multi",
@@ -71,7 +71,7 @@ def test_signature_name_parameter_in_json(app_client: TestClient) -> None:
     assert strings["outputs"][1]["data"] == [2, 2]
 
 
-def test_signature_name_parameter_in_a_binary_request(app_client: TestClient) -> None:
+def test_signature_name_parameter_in_a_binary_request(app_client: httpx.Client) -> None:
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     factor = np.array([1.0, -1.0], np.float32)
     header = orjson.dumps(
@@ -135,7 +135,7 @@ def test_signature_name_parameter_in_a_binary_request(app_client: TestClient) ->
     ],
 )
 def test_signature_mistakes_are_400s(
-    app_client: TestClient, parameters: dict, inputs: list, outputs: list | None, expected: str
+    app_client: httpx.Client, parameters: dict, inputs: list, outputs: list | None, expected: str
 ) -> None:
     body: dict = {"parameters": parameters, "inputs": inputs}
     if outputs is not None:
@@ -143,7 +143,7 @@ def test_signature_mistakes_are_400s(
     assert expected in _infer(app_client, "multi", body, 400)["error"]
 
 
-def _batches(client: TestClient, model: str) -> float:
+def _batches(client: httpx.Client, model: str) -> float:
     text = client.get("/metrics").text
     match = re.search(
         rf'^kerasserve_batch_size_rows_count{{model="{model}",version="1"}} (\S+)$', text, re.M
@@ -151,7 +151,7 @@ def _batches(client: TestClient, model: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def test_only_serving_default_goes_through_the_batcher(app_client: TestClient) -> None:
+def test_only_serving_default_goes_through_the_batcher(app_client: httpx.Client) -> None:
     """The batcher counts the default signature's calls; the others run unbatched beside it
     (app.batching.runners.signature_runner), and both answer right while the other is used."""
     before = _batches(app_client, "multi")
@@ -172,7 +172,7 @@ def test_only_serving_default_goes_through_the_batcher(app_client: TestClient) -
     assert _batches(app_client, "multi") == after_default
 
 
-def test_bytes_length_prefix_for_a_string_signature(app_client: TestClient) -> None:
+def test_bytes_length_prefix_for_a_string_signature(app_client: httpx.Client) -> None:
     text = b"\x00\xffraw"
     data = struct.pack("<I", len(text)) + text
     header = orjson.dumps(

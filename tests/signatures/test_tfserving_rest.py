@@ -6,17 +6,17 @@ from __future__ import annotations
 import base64
 import re
 
+import httpx
 import numpy as np
 import orjson
 import pytest
-from fastapi.testclient import TestClient
 
 CLASSIFY = "tensorflow/serving/classify"
 REGRESS = "tensorflow/serving/regress"
 PREDICT = "tensorflow/serving/predict"
 
 
-def _post(client: TestClient, path: str, body: object, status: int = 200) -> dict:
+def _post(client: httpx.Client, path: str, body: object, status: int = 200) -> dict:
     response = client.post(path, content=orjson.dumps(body))
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
@@ -69,7 +69,7 @@ GOLDEN = [
 @pytest.mark.parametrize("suffix, request_body, answer", GOLDEN)
 @pytest.mark.parametrize("which", ["", "/versions/1"])
 def test_half_plus_two_golden_answers_byte_for_byte(
-    app_client: TestClient, suffix: str, request_body: str, answer: str, which: str
+    app_client: httpx.Client, suffix: str, request_body: str, answer: str, which: str
 ) -> None:
     response = app_client.post(f"/v1/models/half_plus_two{which}{suffix}", content=request_body)
     assert response.status_code == 200, response.text
@@ -77,7 +77,7 @@ def test_half_plus_two_golden_answers_byte_for_byte(
 
 
 def test_metadata_lists_every_signature_with_its_method_and_tensor_names(
-    app_client: TestClient,
+    app_client: httpx.Client,
 ) -> None:
     body = app_client.get("/v1/models/half_plus_two/metadata").json()
     signatures = body["metadata"]["signature_def"]["signature_def"]
@@ -114,7 +114,7 @@ def test_metadata_lists_every_signature_with_its_method_and_tensor_names(
     assert all(s["method_name"] == PREDICT for s in multi_signatures.values())
 
 
-def test_signature_name_selects_any_signature_in_rows_and_columns(app_client: TestClient) -> None:
+def test_signature_name_selects_any_signature_in_rows_and_columns(app_client: httpx.Client) -> None:
     rows = _post(
         app_client,
         "/v1/models/multi:predict",
@@ -142,7 +142,7 @@ def test_signature_name_selects_any_signature_in_rows_and_columns(app_client: Te
     assert default == {"predictions": [{"doubled": [2.0, 4.0, 6.0], "total": 6.0}]}
 
 
-def test_unknown_signature_is_a_400_listing_the_signatures(app_client: TestClient) -> None:
+def test_unknown_signature_is_a_400_listing_the_signatures(app_client: httpx.Client) -> None:
     error = _post(
         app_client, "/v1/models/multi:predict", {"signature_name": "nope", "instances": [1]}, 400
     )["error"]
@@ -159,7 +159,7 @@ def test_unknown_signature_is_a_400_listing_the_signatures(app_client: TestClien
     assert "signature 'scale' expects inputs ['factor', 'x']" in wrong_inputs
 
 
-def test_classify_with_classes_and_scores(app_client: TestClient) -> None:
+def test_classify_with_classes_and_scores(app_client: httpx.Client) -> None:
     body = _post(
         app_client,
         "/v1/models/half_plus_two:classify",
@@ -172,7 +172,7 @@ def test_classify_with_classes_and_scores(app_client: TestClient) -> None:
     np.testing.assert_allclose([row[0][1] for row in results], 1 - expected, rtol=1e-6)
 
 
-def test_regress_with_a_context_and_int64_features(app_client: TestClient) -> None:
+def test_regress_with_a_context_and_int64_features(app_client: httpx.Client) -> None:
     body = _post(
         app_client,
         "/v1/models/half_plus_two:regress",
@@ -261,12 +261,12 @@ def test_regress_with_a_context_and_int64_features(app_client: TestClient) -> No
     ],
 )
 def test_classify_and_regress_mistakes_are_clear_400s(
-    app_client: TestClient, path: str, body: object, expected: str
+    app_client: httpx.Client, path: str, body: object, expected: str
 ) -> None:
     assert expected in _post(app_client, path, body, 400)["error"]
 
 
-def test_example_counts_are_bounded_before_anything_is_built(app_client: TestClient) -> None:
+def test_example_counts_are_bounded_before_anything_is_built(app_client: httpx.Client) -> None:
     from app.limits import DEFAULT_EXAMPLE_LIMITS
 
     too_many = {"examples": [{}] * (DEFAULT_EXAMPLE_LIMITS.max_examples + 1)}
@@ -285,7 +285,7 @@ def test_example_counts_are_bounded_before_anything_is_built(app_client: TestCli
 # ---- the JSON mapping ---------------------------------------------------------------------
 
 
-def test_int64_outside_the_float_range_and_strings_both_ways(app_client: TestClient) -> None:
+def test_int64_outside_the_float_range_and_strings_both_ways(app_client: httpx.Client) -> None:
     big = 2**62 + 1  # not a float64: 4611686018427387905
     body = (
         b'{"instances": [{"ids": 4611686018427387905, "words": "w\xc3\xa9"},'
@@ -313,7 +313,7 @@ def test_int64_outside_the_float_range_and_strings_both_ways(app_client: TestCli
     ],
 )
 def test_b64_takes_both_alphabets_with_or_without_padding(
-    app_client: TestClient, encoded: str
+    app_client: httpx.Client, encoded: str
 ) -> None:
     body = _post(
         app_client,
@@ -325,7 +325,7 @@ def test_b64_takes_both_alphabets_with_or_without_padding(
     assert base64.b64decode(body["outputs"]["echo_bytes"][0]["b64"]) == expected
 
 
-def test_floats_keep_every_digit(app_client: TestClient) -> None:
+def test_floats_keep_every_digit(app_client: httpx.Client) -> None:
     raw = app_client.post(
         "/v1/models/typed:predict", content=b'{"inputs": {"ids": [1, 2], "words": ["a", "b"]}}'
     ).content
@@ -336,7 +336,7 @@ def test_floats_keep_every_digit(app_client: TestClient) -> None:
     assert np.float32(third[0]) == np.float32(1) / np.float32(3)
 
 
-def test_scalars_in_and_out(app_client: TestClient) -> None:
+def test_scalars_in_and_out(app_client: httpx.Client) -> None:
     response = app_client.post(
         "/v1/models/typed:predict", content=b'{"signature_name": "scalar", "inputs": 3.25}'
     )
@@ -344,7 +344,7 @@ def test_scalars_in_and_out(app_client: TestClient) -> None:
     assert response.content == b'{"outputs":6.5}'
 
 
-def test_several_named_inputs_in_rows_and_columns(app_client: TestClient) -> None:
+def test_several_named_inputs_in_rows_and_columns(app_client: httpx.Client) -> None:
     rows = _post(
         app_client,
         "/v1/models/typed:predict",
