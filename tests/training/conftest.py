@@ -48,6 +48,39 @@ def run_cli(
     )
 
 
+def run_clis(
+    *runs: list[str], timeout: float = CLI_TIMEOUT_S
+) -> list[subprocess.CompletedProcess[str]]:
+    """Several independent `python -m training` runs side by side, each `run_cli` would give.
+
+    Why: most of a tiny run is the interpreter importing TensorFlow (about 13 s of the 21 s a
+    tiny mnist run took here), which is one core's work; two runs at once on two cores take
+    little longer than one.
+    """
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "training", *args],
+            cwd=REPO_ROOT,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in runs
+    ]
+    results = []
+    try:
+        for process, args in zip(processes, runs, strict=True):
+            stdout, stderr = process.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return results
+
+
 def assert_succeeded(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
 
@@ -60,24 +93,28 @@ class TinyRuns:
 
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
-    """A repository with version 1 of mnist and deskew from tiny CLI runs (a few steps each).
+    """A repository with version 1 of mnist, deskew and ocr from tiny CLI runs (a few steps
+    each, run side by side: `run_clis`).
 
     The deskew run also passes the GPU memory flags on this CPU-only machine, so the device
     tests can check what was accepted and reported without another subprocess.
     """
     repository = tmp_path_factory.mktemp("repository")
-    mnist = run_cli("mnist", *TINY_RUN, "--repository", str(repository))
-    assert_succeeded(mnist)
-    deskew = run_cli(
-        "deskew",
-        *TINY_RUN,
-        "--repository",
-        str(repository),
-        "--device",
-        "cpu",
-        "--gpu-memory-growth",
-        "--gpu-memory-limit",
-        "512",
+    mnist, ocr, deskew = run_clis(
+        ["mnist", *TINY_RUN, "--repository", str(repository)],
+        ["ocr", *TINY_RUN, "--repository", str(repository)],
+        [
+            "deskew",
+            *TINY_RUN,
+            "--repository",
+            str(repository),
+            "--device",
+            "cpu",
+            "--gpu-memory-growth",
+            "--gpu-memory-limit",
+            "512",
+        ],
     )
-    assert_succeeded(deskew)
-    return TinyRuns(repository, {"mnist": mnist.stdout, "deskew": deskew.stdout})
+    for run in (mnist, deskew, ocr):
+        assert_succeeded(run)
+    return TinyRuns(repository, {"mnist": mnist.stdout, "deskew": deskew.stdout, "ocr": ocr.stdout})

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.training.conftest import TINY_RUN, TinyRuns, assert_succeeded, run_cli
+from tests.training.conftest import TINY_RUN, TinyRuns, assert_succeeded, run_cli, run_clis
 from training import publish
 
 EXPECTED_OUTPUTS = {
@@ -101,23 +101,30 @@ def test_inspect_prints_signature_layers_weights_and_metadata(tiny_runs: TinyRun
     assert metadata["name"] == "deskew"
 
 
-def test_init_from_latest_continues_from_published_weights(tiny_runs: TinyRuns) -> None:
+def test_init_from_latest_continues_from_published_weights(
+    tiny_runs: TinyRuns, tmp_path: Path
+) -> None:
     """The run starts from version 1's weights: after three small steps it is still far closer
-    to them than a run of the same seed that starts from fresh weights."""
-    options = [*TINY_RUN, "--repository", str(tiny_runs.repository), "--seed", "99"]
-    result = run_cli("mnist", *options, "--init-from", "latest", "--version", "7")
+    to them than a run of the same seed that starts from fresh weights. The fresh run publishes
+    into a repository of its own, so "latest" is version 1 whichever run finishes first."""
+    repository = tiny_runs.repository
+    result, fresh = run_clis(
+        ["mnist", *TINY_RUN, "--seed", "99", "--repository", str(repository), "--init-from",
+         "latest", "--version", "7"],
+        ["mnist", *TINY_RUN, "--seed", "99", "--repository", str(tmp_path), "--version", "8"],
+    )  # fmt: skip
     assert_succeeded(result)
-    metadata = publish.read_metadata(tiny_runs.repository / "mnist" / "7")
+    metadata = publish.read_metadata(repository / "mnist" / "7")
     assert metadata["version"] == 7
     assert metadata["training"]["init_from"] == str(
-        tiny_runs.repository / "mnist" / "1" / publish.KERAS_WEIGHTS
+        repository / "mnist" / "1" / publish.KERAS_WEIGHTS
     )
-    fresh = run_cli("mnist", *options, "--version", "8")
     assert_succeeded(fresh)
-    assert publish.list_versions(tiny_runs.repository / "mnist") == [1, 7, 8]
-    published = weights_of(tiny_runs.repository / "mnist" / "1")
-    continued = distance(weights_of(tiny_runs.repository / "mnist" / "7"), published)
-    restarted = distance(weights_of(tiny_runs.repository / "mnist" / "8"), published)
+    assert publish.list_versions(repository / "mnist") == [1, 7]
+    assert publish.list_versions(tmp_path / "mnist") == [8]
+    published = weights_of(repository / "mnist" / "1")
+    continued = distance(weights_of(repository / "mnist" / "7"), published)
+    restarted = distance(weights_of(tmp_path / "mnist" / "8"), published)
     assert continued < restarted / 10, (continued, restarted)
 
 
@@ -141,17 +148,17 @@ def distance(these: list[np.ndarray], those: list[np.ndarray]) -> float:
 def test_existing_version_and_missing_init_weights_fail_clearly(
     tiny_runs: TinyRuns, tmp_path: Path
 ) -> None:
-    taken = run_cli("mnist", *TINY_RUN, "--repository", str(tiny_runs.repository), "--version", "1")
+    taken, missing = run_clis(
+        ["mnist", *TINY_RUN, "--repository", str(tiny_runs.repository), "--version", "1"],
+        ["deskew", *TINY_RUN, "--repository", str(tmp_path), "--init-from", "latest"],
+    )
     assert taken.returncode == 2 and "already exists" in taken.stderr
     assert "Traceback" not in taken.stderr
-    missing = run_cli("deskew", *TINY_RUN, "--repository", str(tmp_path), "--init-from", "latest")
     assert missing.returncode == 2 and "no published version" in missing.stderr
 
 
-def test_tiny_ocr_run_publishes_with_its_decoding_metadata(tmp_path: Path) -> None:
-    result = run_cli("ocr", *TINY_RUN, "--repository", str(tmp_path))
-    assert_succeeded(result)
-    metadata = publish.read_metadata(tmp_path / "ocr" / "1")
+def test_tiny_ocr_run_publishes_with_its_decoding_metadata(tiny_runs: TinyRuns) -> None:
+    metadata = publish.read_metadata(tiny_runs.repository / "ocr" / "1")
     assert metadata["signature"]["inputs"]["image"]["shape"] == [-1, 28, -1, 1]
     assert set(metadata["signature"]["outputs"]) == {"text", "confidence", "probabilities"}
     assert {"charset", "time_stride", "pad_value"} <= set(metadata)
@@ -162,4 +169,4 @@ def test_tiny_ocr_run_publishes_with_its_decoding_metadata(tmp_path: Path) -> No
         assert picture.mode == "L" and picture.height == 28 and picture.width >= 28
         assert strip["text"].isdigit() and 1 <= len(strip["text"]) <= 8
         assert set(strip["reading"]) <= set("0123456789") and 0 <= strip["confidence"] <= 1
-    assert result.stdout.strip().splitlines()[-1].startswith("ocr version 1:")
+    assert tiny_runs.stdout["ocr"].strip().splitlines()[-1].startswith("ocr version 1:")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from app.tasks.images import decode_grayscale, strip_input
-from tests.training.conftest import TINY_RUN, TinyRuns, assert_succeeded, run_cli
+from tests.training.conftest import TinyRuns, assert_succeeded, run_cli
 from training import evalsets, fonts
 from training.evaluate import auroc
 
@@ -66,9 +67,11 @@ def test_evaluate_prints_and_writes_every_mnist_and_deskew_figure(
 
 
 @pytest.mark.slow
-def test_evaluate_prints_every_ocr_figure(tmp_path: Path) -> None:
-    assert_succeeded(run_cli("ocr", *TINY_RUN, "--repository", str(tmp_path / "repo")))
-    out, written = _evaluate(tmp_path / "repo" / "ocr" / "1", tmp_path)
+def test_evaluate_prints_every_ocr_figure(tiny_runs: TinyRuns, tmp_path: Path) -> None:
+    # A copy: `--record` rewrites the version's metadata.json, which other tests read.
+    version_dir = tmp_path / "repo" / "ocr" / "1"
+    shutil.copytree(tiny_runs.repository / "ocr" / "1", version_dir)
+    out, written = _evaluate(version_dir, tmp_path)
     figures = written["figures"]
     for figure in OCR_FIGURES:
         assert figure in out

@@ -10,14 +10,12 @@ import pytest
 import tensorflow as tf
 
 from tests.live_server import REPO_ROOT
-from tests.training.conftest import TINY_RUN, assert_succeeded, run_cli
+from tests.training.conftest import TINY_RUN, TinyRuns, assert_succeeded, run_cli
 from training import publish
 
 
-def test_tiny_ocr_run_publishes_a_decoding_version(tmp_path: Path) -> None:
-    result = run_cli("ocr", *TINY_RUN, "--repository", str(tmp_path))
-    assert_succeeded(result)
-    version_dir = tmp_path / "ocr" / "1"
+def test_tiny_ocr_run_publishes_a_decoding_version(tiny_runs: TinyRuns) -> None:
+    version_dir = tiny_runs.repository / "ocr" / "1"
     assert (version_dir / "saved_model.pb").is_file()
     assert (version_dir / publish.KERAS_WEIGHTS).is_file()
 
@@ -36,7 +34,7 @@ def test_tiny_ocr_run_publishes_a_decoding_version(tmp_path: Path) -> None:
             "probabilities": {"dtype": "float32", "shape": [-1, -1, 11]},
         },
     }
-    summary = result.stdout.strip().splitlines()[-1]
+    summary = tiny_runs.stdout["ocr"].strip().splitlines()[-1]
     assert summary.startswith("ocr version 1:") and "heldout_string_accuracy=" in summary
 
     signature = publish.load_serving_function(version_dir)
