@@ -6,7 +6,8 @@ not-ready paths are exercised by a real failed load. The protocol, codec and err
 to one in-process app over it (`tests.in_process`: the real middleware, routes and TensorFlow,
 no port); only the tests about processes or sockets start servers of their own.
 Until the training job has published all three, `KERASSERVE_TEST_MODELS=DIR` may point at
-another repository with the same signatures; without either the live tests are skipped.
+another repository with the same signatures; without either the tests that serve them are
+skipped.
 """
 
 from __future__ import annotations

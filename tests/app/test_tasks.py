@@ -7,8 +7,6 @@ they must be read as well as the raw arrays are read by the same model in-proces
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from collections.abc import Callable
 
 import httpx
@@ -17,6 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.app.conftest import ReferenceModels
+from tests.pictures import png_claiming
 from training.recipe import MnistSplit
 
 DIGITS_PER_CLASS = 6
@@ -189,21 +188,6 @@ def test_skew_of_pictures_matches_the_raw_arrays(
     assert picture_truth_error <= raw_truth_error + angle_tolerance
 
 
-def _png_claiming_size(width: int, height: int) -> bytes:
-    """A valid PNG header for a huge greyscale picture, without its pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
-
-
 def _gif_bytes() -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (28, 28)).save(buffer, format="GIF")
@@ -260,14 +244,17 @@ def _gif_bytes() -> bytes:
         ),
         (
             "/tasks/classify-digit",
-            {"content": _png_claiming_size(7_000, 7_000), "headers": {"Content-Type": "image/png"}},
+            {
+                "content": png_claiming(7_000, 7_000, idat=None),
+                "headers": {"Content-Type": "image/png"},
+            },
             413,
             "7000x7000 pixels; the limit is 40000000 pixels",
         ),
         (
             "/tasks/read-digits",
             {
-                "content": _png_claiming_size(20_000, 20_000),
+                "content": png_claiming(20_000, 20_000, idat=None),
                 "headers": {"Content-Type": "image/png"},
             },
             413,

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tests.hostile.conftest import Probe
+from tests.pictures import png_claiming
 
 V2_HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES = ["BOOL", "UINT8", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]
@@ -152,15 +153,6 @@ def tfserving_bodies(draw: st.DrawFn) -> bytes:
     return json.dumps(body).encode()
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(data))
-        + kind
-        + data
-        + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    )
-
-
 @st.composite
 def pictures(draw: st.DrawFn) -> bytes:
     """Real small pictures, PNG headers declaring extreme sizes, and corrupted files."""
@@ -169,14 +161,8 @@ def pictures(draw: st.DrawFn) -> bytes:
         width = draw(st.integers(1, 2**31 - 1))
         height = draw(st.integers(1, 2**31 - 1))
         depth, colour = draw(st.sampled_from([(8, 0), (16, 0), (8, 2), (8, 6), (16, 6), (1, 0)]))
-        ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
         idat = zlib.compress(b"\0" * draw(st.integers(0, 64)))
-        return (
-            b"\x89PNG\r\n\x1a\n"
-            + _png_chunk(b"IHDR", ihdr)
-            + _png_chunk(b"IDAT", idat)
-            + _png_chunk(b"IEND", b"")
-        )
+        return png_claiming(width, height, depth, colour, idat)
     mode = draw(st.sampled_from(["L", "RGB", "RGBA", "I;16", "P", "1", "LA"]))
     width, height = draw(st.integers(1, 80)), draw(st.integers(1, 80))
     picture = Image.new(mode, (width, height))

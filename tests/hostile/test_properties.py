@@ -17,11 +17,9 @@ import contextlib
 import io
 import json
 import math
-import struct
 import threading
 import time
 import tracemalloc
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ from app.servable import Servable
 from app.tasks.decoding import DecodePool
 from app.tasks.images import decode_grayscale, frame_input
 from tests.live_server import REPO_ROOT
+from tests.pictures import png_claiming
 
 FAST = settings(max_examples=50, deadline=None, database=None)
 
@@ -196,24 +195,6 @@ def test_a_body_of_millions_of_tiny_values_is_refused_before_parsing() -> None:
     assert time.perf_counter() - started < 1.0
 
 
-def _png_header(width: int, height: int, depth: int = 8, colour: int = 0) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0"))
-        + chunk(b"IEND", b"")
-    )
-
-
 @pytest.mark.parametrize(
     ("size", "depth", "colour", "message"),
     [
@@ -229,13 +210,13 @@ def test_picture_headers_are_refused_before_decoding(
 ) -> None:
     started = time.perf_counter()
     with pytest.raises(PayloadTooLarge, match=message):
-        decode_grayscale(_png_header(*size, depth, colour))
+        decode_grayscale(png_claiming(*size, depth, colour))
     assert time.perf_counter() - started < 0.5
 
 
 def test_picture_bytes_are_bounded() -> None:
     with pytest.raises(PayloadTooLarge, match="the limit is 1024 bytes"):
-        decode_grayscale(_png_header(10, 10) + b"\0" * 2000, limits=ImageLimits(max_bytes=1024))
+        decode_grayscale(png_claiming(10, 10) + b"\0" * 2000, limits=ImageLimits(max_bytes=1024))
 
 
 def test_framing_a_long_thin_picture_costs_no_square() -> None:
