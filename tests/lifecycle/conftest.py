@@ -4,7 +4,8 @@ Version 1 of `mnist` comes from `models/mnist` when the training job has publish
 the repository in `KERASSERVE_TEST_MODELS`), else from one tiny run of the training CLI (a few
 steps: the lifecycle does not care about accuracy). Each test gets its own copy, publishes into
 it the way the training job does (build in a hidden `.tmp-*` folder, one rename) and talks to a
-real `python -m app` on 127.0.0.1.
+real `python -m app` on 127.0.0.1 (or, where no process, signal or socket matters, to the app
+in-process: `tests.in_process`).
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ def start_server(tmp_path: Path) -> Callable[..., AbstractContextManager[LiveSer
 
     @contextmanager
     def start(repo: Path, *extra: str) -> Iterator[LiveServer]:
-        # Live: these tests are about the process (start, signals, exit status, its log).
+        # Live: the process's signals, exit status and log, tritonclient's model control, and
+        # the load helpers' concurrent clients on real connections (tests/lifecycle/load.py).
         with live_server(repo, logs, [*SERVER_ARGS, *extra]) as server:
             yield server
 

@@ -10,8 +10,10 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from tests.in_process import in_process_sync
 from tests.lifecycle.conftest import (
     ADMIN_HEADERS,
+    ADMIN_TOKEN,
     MODEL,
     POLL_INTERVAL_S,
     publish_copy,
@@ -56,7 +58,7 @@ def _served_by_label(client: httpx.Client, label: str) -> str:
 
 
 def test_labels_move_without_restart_and_unloaded_targets_are_refused(
-    repository: Path, start_server, mnist_version_source: Path
+    repository: Path, mnist_version_source: Path
 ) -> None:
     publish_copy(repository, mnist_version_source, 2)
     publish_copy(repository, mnist_version_source, 3)  # on disk, outside the policy
@@ -69,10 +71,12 @@ models:
     labels: {{stable: 1, canary: 2}}
 """,
     )
-    with (
-        start_server(repository) as server,
-        httpx.Client(base_url=server.url, timeout=30.0, headers=ADMIN_HEADERS) as client,
-    ):
+    # In-process: the config is re-read by the app's own polling; no process is involved.
+    with in_process_sync(
+        repository, poll_interval=POLL_INTERVAL_S, admin_tokens=[ADMIN_TOKEN]
+    ) as served:
+        client = served.client
+        client.headers.update(ADMIN_HEADERS)
         states = version_states(client)
         assert states[1]["state"] == states[2]["state"] == "AVAILABLE"
         assert 3 not in states or states[3]["state"] != "AVAILABLE"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import yaml
@@ -17,8 +16,10 @@ from app.repository.config import (
     parse_repository_config,
 )
 from app.warmup import WarmupFileError, read_warmup_requests, warmup_file, write_warmup_file
+from tests.in_process import in_process_sync
 from tests.lifecycle.conftest import (
     MODEL,
+    POLL_INTERVAL_S,
     mnist_image,
     publish_copy,
     version_states,
@@ -158,7 +159,7 @@ def test_a_warmup_file_written_with_tf_servings_own_messages_is_replayed(tmp_pat
 
 
 def test_warmup_requests_are_replayed_before_a_version_serves(
-    repository: Path, start_server, mnist_version_source: Path
+    repository: Path, mnist_version_source: Path
 ) -> None:
     publish_copy(
         repository,
@@ -173,10 +174,9 @@ def test_warmup_requests_are_replayed_before_a_version_serves(
         change=lambda staged: write_warmup_file(staged, [{"pixels": mnist_image(1)}]),
     )  # not the signature's input
     write_config(repository, "models: {mnist: {version_policy: all}}\n")
-    with (
-        start_server(repository) as server,
-        httpx.Client(base_url=server.url, timeout=30.0) as client,
-    ):
+    # In-process: the warm-up is the app's load path; no process is involved.
+    with in_process_sync(repository, poll_interval=POLL_INTERVAL_S) as served:
+        client = served.client
         assert client.get("/v2/health/ready").status_code == 200
         states = version_states(client)
         assert states[1]["state"] == states[2]["state"] == "AVAILABLE"
