@@ -59,7 +59,11 @@ def hostile_server(
         hostile_repository,
         tmp_path_factory.mktemp("hostile-logs"),
         args,
-        env={"KERASSERVE_GRPC_PORT": "0"},
+        # glibc's mmap threshold pinned at 1 MiB: every large buffer is mapped and unmapped with
+        # its array, so a request's peak is what it holds at once. With glibc's default sliding
+        # threshold the peak depended on what earlier requests had freed: the same 4000 x 3000
+        # photo measured 48 MB in some server processes and 87-111 MB in others.
+        env={"KERASSERVE_GRPC_PORT": "0", "MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)},
     ) as running:
         yield running
 
