@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -26,6 +25,7 @@ import numpy as np
 import pytest
 
 from tests.live_server import REPO_ROOT, LiveServer, live_server
+from tests.training.conftest import run_cli
 
 MODEL = "mnist"
 POLL_INTERVAL_S = 0.5
@@ -56,25 +56,8 @@ SERVER_ARGS = [
 
 def train_cli(repository: Path, version: int) -> subprocess.CompletedProcess[str]:
     """`python -m training mnist` (tiny run) publishing `version` into `repository`."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            MODEL,
-            *TINY_TRAINING,
-            "--repository",
-            str(repository),
-            "--version",
-            str(version),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TRAIN_TIMEOUT_S,
-    )
+    options = ["--repository", str(repository), "--version", str(version)]
+    return run_cli(MODEL, *TINY_TRAINING, *options, timeout=TRAIN_TIMEOUT_S)
 
 
 def _published_mnist() -> Path | None:

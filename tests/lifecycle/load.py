@@ -137,3 +137,33 @@ class PostsUntilStopped:
                     self.results.append((started, time.monotonic(), status))
                 if isinstance(status, str):
                     return
+
+
+@dataclass(frozen=True)
+class Drain:
+    """What a SIGTERM under load left behind, as the test saw it."""
+
+    signalled: float
+    exited: float
+    exit_status: int
+    ready: httpx.Response  # readiness asked just after the signal
+    new_request: httpx.Response  # an inference sent just after the signal
+    results: list[tuple[float, float, int | str]]  # PostsUntilStopped's
+    log: str
+
+
+def assert_drained(drain: Drain, grace_s: float, min_before: int = 1) -> None:
+    """SIGTERM's promise: exit 0 within the grace period, not ready and new requests 503 at
+    once, and every request sent before the signal answered (200, or 503 when it had not
+    started), never a dropped connection or a 500; some were in flight at the signal."""
+    assert drain.exit_status == 0, drain.log[-3000:]
+    assert drain.exited - drain.signalled < grace_s + 5.0
+    assert drain.ready.status_code == 503
+    assert drain.new_request.status_code == 503
+    assert "shutting down" in drain.new_request.json()["error"]
+    before = [r for r in drain.results if r[0] < drain.signalled]
+    assert len(before) >= min_before
+    straddling = [r for r in before if r[1] > drain.signalled]
+    assert straddling, "no request was in flight at the signal"
+    assert all(r[2] in (200, 503) for r in before), [r for r in before if r[2] not in (200, 503)]
+    assert any(r[2] == 200 for r in straddling)

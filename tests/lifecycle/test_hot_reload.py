@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from tests.lifecycle.conftest import (
 )
 from tests.lifecycle.load import BoundedLoad
 from tests.lifecycle.metrics_util import scrape
+from tests.training.conftest import cli_env, training_command
 
 SWITCH_SLACK_S = 3.0  # scan, scheduling and the first request on two busy shared cores
 
@@ -42,21 +41,11 @@ def test_training_publishes_a_new_version_under_load_without_a_failed_request(
         load = BoundedLoad(server.url, clients=3, pause_s=0.02).start()
         try:
             time.sleep(1.0)
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT)}
+            options = ["--repository", str(repository), "--version", "2"]
             training = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "training",
-                    MODEL,
-                    *TINY_TRAINING,
-                    "--repository",
-                    str(repository),
-                    "--version",
-                    "2",
-                ],
+                training_command(MODEL, *TINY_TRAINING, *options),
                 cwd=REPO_ROOT,
-                env=env,
+                env=cli_env(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
             )

@@ -34,12 +34,17 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def training_command(*args: str) -> list[str]:
+    """`python -m training ARGS` with this interpreter (run with `cwd=REPO_ROOT, env=cli_env()`)."""
+    return [sys.executable, "-m", "training", *args]
+
+
 def run_cli(
     *args: str, timeout: float = CLI_TIMEOUT_S, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`python -m training ARGS` in a fresh interpreter (device options need a fresh runtime)."""
     return subprocess.run(
-        [sys.executable, "-m", "training", *args],
+        training_command(*args),
         cwd=REPO_ROOT,
         env=env or cli_env(),
         capture_output=True,
@@ -59,7 +64,7 @@ def run_clis(
     """
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "training", *args],
+            training_command(*args),
             cwd=REPO_ROOT,
             env=cli_env(),
             stdout=subprocess.PIPE,
