@@ -24,6 +24,9 @@ class Degradation:
 
     thicker: float = 0.25
     thinner: float = 0.15
+    # How much of the original stroke `erode` keeps (per image, drawn from this range): 0.4 keeps
+    # a faint trace of the full width, 0 is plain one-pixel erosion (a fine pen).
+    thinner_keep: tuple[float, float] = (0.4, 0.4)
     elastic: float = 0.4
     slant: float = 0.4
     max_shear: float = 0.35  # column shift per row: tan of about 19 degrees
@@ -43,15 +46,16 @@ def dilate(images: np.ndarray) -> np.ndarray:
     )
 
 
-def erode(images: np.ndarray) -> np.ndarray:
-    """Strokes one pixel thinner (the minimum over each 2x2 neighbourhood), keeping some ink
-    where a thin stroke would vanish altogether."""
+def erode(images: np.ndarray, keep: np.ndarray | float = 0.4) -> np.ndarray:
+    """Strokes one pixel thinner (the minimum over each 2x2 neighbourhood), keeping `keep` (one
+    value, or one per image) of the original ink where a thin stroke would vanish altogether."""
     padded = np.pad(images, ((0, 0), (1, 0), (1, 0)))
     thinner = np.minimum(
         np.minimum(padded[:, 1:, 1:], padded[:, :-1, 1:]),
         np.minimum(padded[:, 1:, :-1], padded[:, :-1, :-1]),
     )
-    return np.maximum(thinner, 0.4 * images)
+    keep = np.asarray(keep, dtype=np.float32).reshape(-1, *([1] * (images.ndim - 1)))
+    return np.maximum(thinner, keep * images)
 
 
 def gaussian_blur(images: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -143,7 +147,8 @@ def degrade(
     thick = pick(style.thicker)
     out[thick] = dilate(out[thick])
     thin = np.setdiff1d(pick(style.thinner), thick)
-    out[thin] = erode(out[thin])
+    low, high = style.thinner_keep
+    out[thin] = erode(out[thin], low if low == high else rng.uniform(low, high, len(thin)))
     if len(rows := pick(style.blur)):
         out[rows] = gaussian_blur(out[rows], rng.uniform(0.5, 1.3, len(rows)))
     if len(rows := pick(style.resample)):

@@ -21,6 +21,9 @@ def test_dilate_and_erode_change_stroke_width_by_about_a_pixel() -> None:
     assert columns(augment.dilate(images)) == 4
     assert columns(augment.erode(images)) == 2
     assert augment.erode(images).max() == 1.0  # the centre of a 3-px stroke stays full
+    # What is kept of the original stroke: 0.4 by default, per image when asked.
+    eroded = augment.erode(images, np.array([0.0, 0.4, 0.0, 0.4]))
+    assert eroded[0, 10, 12] == 0.0 and eroded[1, 10, 12] == pytest.approx(0.4)
 
 
 def test_blur_keeps_the_mass_and_spreads_the_ink() -> None:

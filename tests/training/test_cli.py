@@ -155,6 +155,10 @@ def test_existing_version_and_missing_init_weights_fail_clearly(
     assert taken.returncode == 2 and "already exists" in taken.stderr
     assert "Traceback" not in taken.stderr
     assert missing.returncode == 2 and "no published version" in missing.stderr
+    # deskew trains on pairs of pictures; the later --batch-size wins over TINY_RUN's.
+    unpaired = run_cli("deskew", *TINY_RUN, "--batch-size", "15", "--repository", str(tmp_path))
+    assert unpaired.returncode == 2 and "batch size must be even" in unpaired.stderr
+    assert "Traceback" not in unpaired.stderr
 
 
 def test_tiny_ocr_run_publishes_with_its_decoding_metadata(tiny_runs: TinyRuns) -> None:

@@ -69,6 +69,40 @@ def test_deskew_generator_yields_labelled_chunks_of_transformed_digits() -> None
     lean, _ = transforms.principal_axes(images)
     assert np.median(np.abs(lean - targets["angle"][:, 0])) < 3.0
     assert images.max(axis=(1, 2, 3)).min() == 1.0  # stretched like an uploaded picture
+    # Pairs: rows 2i and 2i+1 are the same bar at the same angle and scale, the first clean.
+    for name in ("angle", "scale"):
+        assert np.array_equal(targets[name][0::2], targets[name][1::2])
+    assert np.median(np.abs(lean[0::2] - targets["angle"][0::2, 0])) < 1.0
+    assert not np.array_equal(images[0::2], images[1::2])
+
+
+def test_deskew_pair_losses_add_the_distance_between_partners() -> None:
+    import tensorflow as tf
+
+    from training.nets.deskew import (
+        CONSISTENCY_WEIGHT,
+        paired_absolute_error,
+        paired_squared_error,
+    )
+
+    weight = CONSISTENCY_WEIGHT
+    truth = tf.constant([[10.0], [10.0], [-5.0], [-5.0]])
+    agreeing = tf.constant([[12.0], [12.0], [-5.0], [-5.0]])
+    assert paired_absolute_error(truth, agreeing).numpy() == pytest.approx([2, 2, 0, 0])
+    # Rows 2i and 2i+1 are one pair: each pays its error and the distance to its partner.
+    apart = tf.Variable([[12.0], [8.0], [-5.0], [-1.0]])
+    with tf.GradientTape() as tape:
+        loss = paired_absolute_error(truth, apart)
+        total = tf.reduce_sum(loss)
+    assert loss.numpy() == pytest.approx(
+        [2 + 4 * weight, 2 + 4 * weight, 4 * weight, 4 + 4 * weight]
+    )
+    gradient = tape.gradient(total, apart).numpy()[:, 0]
+    assert gradient == pytest.approx([1 + 2 * weight, -1 - 2 * weight, -2 * weight, 1 + 2 * weight])
+    squared = paired_squared_error(truth, apart).numpy()
+    assert squared == pytest.approx(
+        [4 + 16 * weight, 4 + 16 * weight, 16 * weight, 16 + 16 * weight]
+    )
 
 
 def test_upright_straightens_tall_digits_and_leaves_round_ones() -> None:
