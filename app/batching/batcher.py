@@ -47,63 +47,32 @@ Futures are resolved on the event loop with one `call_soon_threadsafe` per batch
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import numpy as np
-
+from app.batching.execution import BatchExecution, Outcome, resolve_soon
 from app.batching.options import BatchingOptions, BatchObserver, ServableLike, Tensors
-from app.batching.padding import describe, merge, padding_plan, split, variable_axes
+from app.batching.padding import describe, padding_plan, variable_axes
+from app.batching.queue import DROPPED, QUEUED, RUNNING, QueuedRequest, pop_live, take_compatible
 from app.errors import ClientClosedRequest, DeadlineExceeded, QueueFull, Unavailable
 
 log = logging.getLogger(__name__)
-
-
-# Request states; changed only under the batcher's lock.
-_QUEUED, _RUNNING, _DROPPED = 0, 1, 2
-
-
-class _Request:
-    """One submitted request while it is queued or running."""
-
-    __slots__ = ("inputs", "rows", "nbytes", "key", "extent", "future", "loop", "enqueued", "state")
-
-    def __init__(
-        self,
-        inputs: Tensors,
-        rows: int,
-        key: Any,
-        extent: tuple[int, ...],
-        future: asyncio.Future[Tensors],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self.inputs = inputs
-        self.rows = rows
-        # Object (BYTES) arrays count their pointers only; the body limit bounds the rest.
-        self.nbytes = sum(array.nbytes for array in inputs.values())
-        self.key = key  # requests merge only when keys are equal
-        self.extent = extent  # sizes of the variable (padded) axes, empty without padding
-        self.future = future
-        self.loop = loop
-        self.enqueued = time.monotonic()
-        self.state = _QUEUED
 
 
 class DynamicBatcher:
     """Merge concurrent `submit` calls for one servable into batched `predict` calls.
 
     Longer than the project's ~200 lines for a reason: admission (`submit`), deadlines and
-    cancellation (`_expire`, `_drop`), batch forming (`_next_batch`, `_take_compatible`) and the
-    inference threads (`_worker`, `_run`) all read and change the same queue, counters and
-    request states under one lock; split into classes they would share that lock and state
-    through each other's internals. What needs no lock (padding, merge, split) is in
-    `app.batching.padding`.
+    cancellation (`_expire`, `_drop`), the drain (`close`) and the inference threads' wait for
+    a batch (`_worker`, `_next_batch`) all read and change the same queue, counters and request
+    states under one lock and its two conditions; split into classes they would share that lock
+    and state through each other's internals. What needs no lock of its own is elsewhere: the
+    request record and which queued requests form a batch (`app.batching.queue`, called under
+    this lock), running a formed batch and handing its outcomes back
+    (`app.batching.execution`), padding, merge and split (`app.batching.padding`).
     """
 
     def __init__(
@@ -115,13 +84,17 @@ class DynamicBatcher:
         self.servable = servable
         self.options = options
         self._observer = observer
-        self._plan, self._mergeable = padding_plan(servable, options.pad_variable_inputs)
-        self._max_rows = options.max_batch_size if self._mergeable else 1
+        plan, mergeable = padding_plan(servable, options.pad_variable_inputs)
+        self._plan = plan
+        self._execution = BatchExecution(
+            servable, plan, mergeable, options.max_rows_per_call, observer
+        )
+        self._max_rows = options.max_batch_size if mergeable else 1
         # With variable input shapes, requests that can merge may sit behind ones that cannot:
         # batch formation then scans ahead instead of stopping at the first misfit.
         self._look_ahead = any(variable_axes(spec.shape) for spec in servable.inputs.values())
         self._delay_s = options.max_batch_delay_us / 1e6
-        self._queue: deque[_Request] = deque()
+        self._queue: deque[QueuedRequest] = deque()
         self._queued_rows = 0
         self._queued_bytes = 0
         self._in_flight = 0
@@ -174,7 +147,7 @@ class DynamicBatcher:
         rows, key, extent = describe(inputs, self._plan)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Tensors] = loop.create_future()
-        request = _Request(inputs, rows, key, extent, future, loop)
+        request = QueuedRequest(inputs, rows, key, extent, future, loop)
         options = self.options
         with self._cond:
             queued, queued_bytes = self._queued_rows, self._queued_bytes
@@ -220,7 +193,7 @@ class DynamicBatcher:
             if watcher is not None:
                 watcher.cancel()
 
-    def _expire(self, request: _Request, limit_s: float) -> None:
+    def _expire(self, request: QueuedRequest, limit_s: float) -> None:
         """Deadline timer (event loop): drop the work if it has not started, answer 504."""
         dropped = self._drop(request)
         if not request.future.done():
@@ -233,13 +206,13 @@ class DynamicBatcher:
                 )
             )
 
-    def _on_client_gone(self, request: _Request, watcher: asyncio.Future[object]) -> None:
+    def _on_client_gone(self, request: QueuedRequest, watcher: asyncio.Future[object]) -> None:
         """The `client_gone` watcher ended (event loop); cancelled means the request ended."""
         if watcher.cancelled() or watcher.exception() is not None:
             return
         self._abandon(request)
 
-    def _abandon(self, request: _Request) -> None:
+    def _abandon(self, request: QueuedRequest) -> None:
         """The client went away: drop queued work; running work's result is discarded."""
         if request.future.done():
             return
@@ -251,12 +224,12 @@ class DynamicBatcher:
             )
         )
 
-    def _drop(self, request: _Request) -> bool:
+    def _drop(self, request: QueuedRequest) -> bool:
         """Take a queued request out of the count; the worker skips it. True if it was queued."""
         with self._cond:
-            if request.state != _QUEUED:
+            if request.state != QUEUED:
                 return False
-            request.state = _DROPPED
+            request.state = DROPPED
             self._queued_rows -= request.rows
             self._queued_bytes -= request.nbytes
             self._idle.notify_all()
@@ -272,13 +245,13 @@ class DynamicBatcher:
         self._closing = True
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._wait_idle, drain_timeout_s)
-        leftovers: list[_Request] = []
+        leftovers: list[QueuedRequest] = []
         with self._cond:
             self._stopping = True
             while self._queue:
                 request = self._queue.popleft()
-                if request.state == _QUEUED:
-                    request.state = _DROPPED
+                if request.state == QUEUED:
+                    request.state = DROPPED
                     leftovers.append(request)
             self._queued_rows = 0
             self._queued_bytes = 0
@@ -319,9 +292,9 @@ class DynamicBatcher:
             batch = self._next_batch()
             if batch is None:
                 return
-            outcomes: list[tuple[_Request, Tensors | BaseException]] = []
+            outcomes: list[Outcome] = []
             try:
-                outcomes = self._run(batch)
+                outcomes = self._execution.run(batch)
             finally:
                 # Leave the in-flight count before waking the clients: a client that submits
                 # again at once must find nothing in flight, or its request would wait for a
@@ -332,13 +305,13 @@ class DynamicBatcher:
                         self._cond.notify_all()
                     if not self._in_flight:
                         self._idle.notify_all()
-                self._resolve_soon(outcomes)
+                resolve_soon(outcomes)
 
-    def _next_batch(self) -> list[_Request] | None:
+    def _next_batch(self) -> list[QueuedRequest] | None:
         """Block until there is work; return the next batch (marked running) or None to stop."""
         with self._cond:
             while True:
-                head = self._pop_live()
+                head = pop_live(self._queue)
                 if head is None:
                     if self._stopping:
                         return None
@@ -362,12 +335,12 @@ class DynamicBatcher:
                             rows = self._take_compatible(batch, rows)
                         self._filling -= 1
                         # Members may have timed out or been cancelled while we waited.
-                        batch = [r for r in batch if r.state == _QUEUED]
+                        batch = [r for r in batch if r.state == QUEUED]
                         rows = sum(r.rows for r in batch)
                 if batch:
                     break
             for request in batch:
-                request.state = _RUNNING
+                request.state = RUNNING
                 self._queued_bytes -= request.nbytes
             self._queued_rows -= rows
             self._in_flight += 1
@@ -376,134 +349,14 @@ class DynamicBatcher:
                 self._idle.notify_all()
         return batch
 
-    def _pop_live(self) -> _Request | None:
-        queue = self._queue
-        while queue:
-            request = queue.popleft()
-            if request.state == _QUEUED:
-                return request
-        return None
-
-    def _take_compatible(self, batch: list[_Request], rows: int) -> int:
-        """Move queued requests that can join `batch` into it, oldest first; return its rows.
-
-        Fixed-shape models take from the front of the queue. Variable-shape models scan ahead:
-        requests of other shapes (without padding) or of too different widths (with
-        `group_widths`) stay queued for a later batch; the scan is bounded so a long queue costs
-        little.
-        """
-        queue = self._queue
-        limit = self._max_rows
-        head = batch[0]
-        if not self._look_ahead:  # fixed shapes: plain FIFO
-            while queue and rows < limit:
-                request = queue[0]
-                if request.state != _QUEUED:
-                    queue.popleft()
-                    continue
-                if request.key != head.key or rows + request.rows > limit:
-                    break
-                queue.popleft()
-                batch.append(request)
-                rows += request.rows
-            return rows
-        group = self.options.group_widths and bool(head.extent)
-        ratio = self.options.max_pad_ratio
-        widest = list(head.extent)
-        narrowest = math.prod(head.extent)
-        kept: list[_Request] = []
-        scanned = 0
-        while queue and rows < limit and scanned < 4 * limit:
-            request = queue.popleft()
-            scanned += 1
-            if request.state != _QUEUED:
-                continue
-            fits = request.key == head.key and rows + request.rows <= limit
-            if fits and group:
-                new_widest = [max(a, b) for a, b in zip(widest, request.extent, strict=True)]
-                new_narrowest = min(narrowest, math.prod(request.extent))
-                fits = math.prod(new_widest) <= ratio * new_narrowest
-            if fits:
-                batch.append(request)
-                rows += request.rows
-                if group:
-                    widest, narrowest = new_widest, new_narrowest
-            else:
-                kept.append(request)
-        queue.extendleft(reversed(kept))
-        return rows
-
-    def _run(self, batch: list[_Request]) -> list[tuple[_Request, Tensors | BaseException]]:
-        """Call the servable for the batch and split the results: one outcome per request."""
-        started = time.monotonic()
-        outcomes: list[tuple[_Request, Tensors | BaseException]]
-        try:
-            if len(batch) == 1:
-                outcomes = [(batch[0], self._predict_rows(batch[0]))]
-            else:
-                merged = merge([r.inputs for r in batch], self._plan)
-                parts = split(
-                    [(r.rows, r.extent) for r in batch], self.servable.predict(merged), self._plan
-                )
-                outcomes = list(zip(batch, parts, strict=True))
-        except Exception as exc:  # handed to the requests, never lost
-            if len(batch) == 1:
-                outcomes = [(batch[0], exc)]
-            else:
-                log.info(
-                    "model '%s': merged call of %d requests failed (%s); running them one by one",
-                    self.servable.name,
-                    len(batch),
-                    exc,
-                )
-                outcomes = [(request, self._run_alone(request)) for request in batch]
-        finished = time.monotonic()
-        if self._observer is not None:
-            self._observer.on_batch(
-                sum(r.rows for r in batch),
-                len(batch),
-                started - batch[0].enqueued,
-                finished - started,
-            )
-        return outcomes
-
-    @staticmethod
-    def _resolve_soon(outcomes: list[tuple[_Request, Tensors | BaseException]]) -> None:
-        """Hand the outcomes to the event loop(s) that wait for them: one wake-up per loop."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Any]]] = {}
-        for outcome in outcomes:
-            by_loop.setdefault(outcome[0].loop, []).append(outcome)
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-                loop.call_soon_threadsafe(_resolve, items)
-
-    def _run_alone(self, request: _Request) -> Tensors | BaseException:
-        try:
-            return self._predict_rows(request)
-        except Exception as exc:  # handed to the request
-            return exc
-
-    def _predict_rows(self, request: _Request) -> Tensors:
-        """One request alone: one call, or one per `max_rows_per_call` rows when it is larger
-        (rows are independent in a mergeable model, so the answer is the same)."""
-        step = self.options.max_rows_per_call
-        if request.rows <= step or not self._mergeable:
-            return self.servable.predict(request.inputs)
-        parts = [
-            self.servable.predict(
-                {name: array[start : start + step] for name, array in request.inputs.items()}
-            )
-            for start in range(0, request.rows, step)
-        ]
-        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-
-
-def _resolve(items: list[tuple[_Request, Tensors | BaseException]]) -> None:
-    """Event loop: hand each request its result, unless it already timed out or was cancelled."""
-    for request, outcome in items:
-        if request.future.done():
-            continue
-        if isinstance(outcome, BaseException):
-            request.future.set_exception(outcome)
-        else:
-            request.future.set_result(outcome)
+    def _take_compatible(self, batch: list[QueuedRequest], rows: int) -> int:
+        options = self.options
+        return take_compatible(
+            self._queue,
+            batch,
+            rows,
+            self._max_rows,
+            self._look_ahead,
+            options.group_widths,
+            options.max_pad_ratio,
+        )
