@@ -75,3 +75,22 @@ def test_printed_strings_are_rendered_with_training_families_only() -> None:
     assert not any(face.heldout for face in faces)
     picture = printed.render(faces[0], "4071", np.random.default_rng(3))
     assert picture.ndim == 2 and picture.max() == 1.0 and picture[0].max() == 0.0
+
+
+def test_mnist_stream_leaves_a_share_of_digits_as_drawn() -> None:
+    from training.nets.mnist import CLEAN_FRACTION, GENERATOR_CHUNK, degraded_digits
+    from training.recipe import MnistSplit
+
+    digits = (_bar_images(8) * 255).astype(np.uint8)
+    labels = np.arange(8, dtype=np.int64)
+    split = MnistSplit(digits, labels, digits[:1], labels[:1], "test", 0)
+    images, chunk_labels = next(degraded_digits(split, seed=3))
+    assert images.shape == (GENERATOR_CHUNK, 28, 28, 1) and len(chunk_labels) == GENERATOR_CHUNK
+    unchanged = np.array(
+        [
+            np.array_equal(image[..., 0], digits[label] / 255.0)
+            for image, label in zip(images, chunk_labels, strict=True)
+        ]
+    )
+    # The clean share, give or take sampling, plus the few degraded digits that drew no change.
+    assert CLEAN_FRACTION - 0.08 < unchanged.mean() < CLEAN_FRACTION + 0.25

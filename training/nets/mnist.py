@@ -44,6 +44,12 @@ DEGRADATION = augment.Degradation(
     jpeg=0.1,
     background=0.1,
 )
+# Share of each chunk left as MNIST drew it (the tf.data shifts, turns and zooms still apply):
+# with every digit through `DEGRADATION` only about one in six came out unchanged. Measured
+# (30 epochs from the earlier version 2, same seed, without and with this share): held-out
+# digits 0.992 and 0.996, shifted and turned 0.992 and 0.994, and the thicker, thinner,
+# blurred and enlarged variants no worse.
+CLEAN_FRACTION = 0.4
 
 
 class MnistRecipe:
@@ -126,14 +132,17 @@ class MnistRecipe:
 
 
 def degraded_digits(split: MnistSplit, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Endless chunks of training digits (in random order), each with a random mix of stroke
-    width, wobble, slant, blur, resampling, noise and compression (`DEGRADATION`)."""
+    """Endless chunks of training digits (in random order), all but `CLEAN_FRACTION` of them
+    with a random mix of stroke width, wobble, slant, blur, resampling, noise and compression
+    (`DEGRADATION`)."""
     rng = np.random.default_rng(seed)
     images = split.x_train.astype(np.float32) / 255.0
     while True:
         rows = rng.integers(0, len(images), size=GENERATOR_CHUNK)
-        degraded = augment.degrade(images[rows], rng, DEGRADATION)
-        yield degraded[..., np.newaxis], split.y_train[rows]
+        chunk = images[rows]
+        changed = rng.random(GENERATOR_CHUNK) >= CLEAN_FRACTION
+        chunk[changed] = augment.degrade(chunk[changed], rng, DEGRADATION)
+        yield chunk[..., np.newaxis], split.y_train[rows]
 
 
 class ClassifierServing(KerasInference):
