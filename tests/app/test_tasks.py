@@ -147,9 +147,10 @@ def test_strip_pictures_read_back_their_labels(
     [
         (84, Image.Resampling.NEAREST, 1.0, 0.01),  # enlarged 3x by pixel replication (a zoom)
         (70, Image.Resampling.NEAREST, 2.5, 0.03),
-        # Smooth enlargement blurs the strokes; the deskew model reads blur as size, so only a
-        # looser agreement holds there (a limit of the model, not of the conversion).
-        (84, Image.Resampling.BICUBIC, 7.0, 0.07),
+        # Smooth enlargement blurs the strokes. Version 1 read blur as size and needed 7 deg /
+        # 0.07 here; version 2 trains on blurred strokes and differs by a median 0.21 deg /
+        # 0.006.
+        (84, Image.Resampling.BICUBIC, 1.5, 0.03),
     ],
 )
 def test_skew_of_pictures_matches_the_raw_arrays(
