@@ -121,3 +121,18 @@ def test_minimum_width_and_length_bounds(mnist_digits: tuple[np.ndarray, np.ndar
     assert single.images.shape[2] == 448 and (single.label_lengths == 1).all()
     with pytest.raises(ValueError):
         compose_strips(digits[:, :20], labels, 1, np.random.default_rng(1))
+
+
+def test_gap_mix_draws_one_spacing_per_strip() -> None:
+    """With a `gap_mix`, all gaps of a strip come from one of the mix's ranges (crowded and
+    spaced lines both occur); bars 7 to 10 columns wide are never capped at half their width."""
+    digits, labels = bar_digits()
+    style = StripStyle(min_digits=3, gap_mix=((1.0, (-3, -1)), (1.0, (4, 6))))
+    batch = compose_strips(digits[6:], labels[6:], 200, np.random.default_rng(5), style)
+    kinds = []
+    for length, spans in zip(batch.label_lengths, batch.spans, strict=True):
+        gaps = (spans[1:length, 0] - spans[: length - 1, 1]).tolist()
+        overlapping = all(-3 <= gap <= -1 for gap in gaps)
+        assert overlapping or all(4 <= gap <= 6 for gap in gaps)
+        kinds.append(overlapping)
+    assert 0.3 < np.mean(kinds) < 0.7
