@@ -67,15 +67,10 @@ class Lifecycle:
         self.dataplane = dataplane
         self.registry = registry
         self.grace_s = grace_s
-        self.drained = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None  # the uvicorn.Server whose signals were taken over
         self._signals_seen: list[int] = []
         self._drain: asyncio.Task[None] | None = None
-
-    @property
-    def shutting_down(self) -> bool:
-        return self.dataplane.shutting_down
 
     def begin_shutdown(self, why: str = "shutdown requested") -> None:
         """Not ready from now on, drain in-flight requests, then stop the server (idempotent).
@@ -108,7 +103,6 @@ class Lifecycle:
             time.monotonic() - started,
             extra={"event": "shutdown_drained"},
         )
-        self.drained.set()
         server = self._server
         if server is not None:
             for listener in getattr(server, "servers", ()):

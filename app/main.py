@@ -134,7 +134,6 @@ def create_app(
     app.state.dataplane = dataplane
     app.state.registry = registry
     app.state.reloader = reloader
-    app.state.lifecycle = lifecycle
     app.state.metrics = service_metrics
     app.state.decode_pool = DecodePool(
         settings.image_limits(), settings.image_decode_threads, settings.image_decode_queue

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
-from app.dataplane import UNNAMED_INPUT, ModelMetadata, VersionStatus
+from app.dataplane import UNNAMED_INPUT, DataPlane, ModelMetadata, VersionStatus
 from app.dependencies import DataPlaneDep, dataplane_of, settings_of
 from app.errors import InvalidInput
 from app.examples import Classifications
@@ -194,24 +194,26 @@ async def classify(request: Request, dataplane: DataPlaneDep) -> Response:
     `{"results": [[[label, score], ...] per example]}`; a label is "" when the signature has
     no `classes` output, as in TF Serving.
     """
-    found = await _examples_through(request, dataplane.classify)
+    found = await _examples_through(request, dataplane, dataplane.classify)
     return json_response({"results": _classification_rows(found)})
 
 
 async def regress(request: Request, dataplane: DataPlaneDep) -> Response:
     """TF Serving's `:regress`: `tf.Example`s through a regression signature;
     `{"results": [value per example]}`."""
-    values = await _examples_through(request, dataplane.regress)
+    values = await _examples_through(request, dataplane, dataplane.regress)
     return json_response({"results": values})
 
 
-async def _examples_through(request: Request, method: Callable[..., Any]) -> Any:
+async def _examples_through(
+    request: Request, dataplane: DataPlane, method: Callable[..., Any]
+) -> Any:
     """Read a `:classify`/`:regress` body, run it through `method` (the data plane's `classify`
     or `regress`), note the version that answered; what the method found (classifications or
     values)."""
     name, version, label = _which(request)
     body = parse_json(await read_json_bytes(request))
-    examples, context = examples_from_body(body, dataplane_of(request).example_limits)
+    examples, context = examples_from_body(body, dataplane.example_limits)
     result, found = await method(
         name,
         examples,

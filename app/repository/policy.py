@@ -30,3 +30,11 @@ class VersionPolicy:
         if self.kind == "specific":
             return [v for v in available if v.version in self.versions]
         return list(available[-self.count :]) if self.count > 0 else []
+
+    def as_config(self) -> object:
+        """The policy as the repository config writes it (for logs and the status)."""
+        if self.kind == "all":
+            return "all"
+        if self.kind == "specific":
+            return {"specific": sorted(self.versions)}
+        return {"latest": self.count}

@@ -16,7 +16,7 @@ from app.repository.control_state import ControlState
 from app.repository.labels import LabelKeeper
 from app.repository.problems import ProblemLog
 from app.repository.scan import RepositoryError, RepositoryScan, scan_repository_report
-from app.repository.versions import VersionManager, describe_policy
+from app.repository.versions import VersionManager
 from app.repository.watcher import ConfigWatcher
 
 SERVING_FROM_MEMORY = (
@@ -130,7 +130,7 @@ class RepositoryStatus:
             "worker_pid": os.getpid(),
             "models": {
                 name: {
-                    "version_policy": describe_policy(self.versions.policy_for(name)),
+                    "version_policy": self.versions.policy_for(name).as_config(),
                     "labels": self.registry.labels(name) if name in registered else {},
                     "configured_labels": config.model(name).labels,
                     "serving_versions": [

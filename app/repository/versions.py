@@ -91,7 +91,7 @@ class VersionManager:
                     entry,
                     "version folder removed"
                     if entry.version not in present
-                    else f"beyond the version policy ({describe_policy(policy)})",
+                    else f"beyond the version policy ({policy.as_config()})",
                 )
         if from_memory:
             self.from_memory[name] = from_memory
@@ -195,15 +195,6 @@ class VersionManager:
             folder = current.get(key[1])
             if folder is None or _folder_fingerprint(folder.path) != self._failed[key]:
                 del self._failed[key]
-
-
-def describe_policy(policy: VersionPolicy) -> object:
-    """A policy as the config file writes it (for logs and the status)."""
-    if policy.kind == "all":
-        return "all"
-    if policy.kind == "specific":
-        return {"specific": sorted(policy.versions)}
-    return {"latest": policy.count}
 
 
 def _folder_fingerprint(path: Path) -> tuple[int, int]:

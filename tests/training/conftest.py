@@ -43,20 +43,13 @@ def run_cli(
     *args: str, timeout: float = CLI_TIMEOUT_S, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`python -m training ARGS` in a fresh interpreter (device options need a fresh runtime)."""
-    return subprocess.run(
-        training_command(*args),
-        cwd=REPO_ROOT,
-        env=env or cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_clis(list(args), timeout=timeout, env=env)[0]
 
 
 def run_clis(
-    *runs: list[str], timeout: float = CLI_TIMEOUT_S
+    *runs: list[str], timeout: float = CLI_TIMEOUT_S, env: dict[str, str] | None = None
 ) -> list[subprocess.CompletedProcess[str]]:
-    """Several independent `python -m training` runs side by side, each `run_cli` would give.
+    """Several independent `python -m training` runs side by side, in the order given.
 
     Why: most of a tiny run is the interpreter importing TensorFlow (about 13 s of the 21 s a
     tiny mnist run took here), which is one core's work; two runs at once on two cores take
@@ -66,7 +59,7 @@ def run_clis(
         subprocess.Popen(
             training_command(*args),
             cwd=REPO_ROOT,
-            env=cli_env(),
+            env=env or cli_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
