@@ -297,6 +297,13 @@ def _ocr_request(rows: int, width: int = 2048) -> service_pb2.ModelInferRequest:
     return request
 
 
+def _wait_until_queued(server: GrpcServer, more_than: float) -> None:
+    """Poll OCR's queue-depth gauge until it shows more than `more_than` rows (at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while _metric(server, **OCR_QUEUE) <= more_than and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def _busy_ocr(stub: Any) -> Any:
     """Start a call that keeps OCR's single inference thread busy, once it runs."""
     future = stub.ModelInfer.future(_ocr_request(OCR_BIG_ROWS), metadata=API_METADATA, timeout=30)
@@ -318,9 +325,7 @@ def test_deadline_shorter_than_the_queue_wait_and_its_work_is_dropped(
         cancelled = stub.ModelInfer.future(_ocr_request(1), metadata=API_METADATA, timeout=30)
         # Cancel once the server has it queued: a fixed 30 ms sleep lost that race on a busy
         # machine (cancelled before the server saw the call, so no 499 was counted).
-        deadline = time.monotonic() + 10
-        while _metric(grpc_server, **OCR_QUEUE) <= queued and time.monotonic() < deadline:
-            time.sleep(0.005)
+        _wait_until_queued(grpc_server, more_than=queued)
         cancelled.cancel()
         assert busy.result().outputs[0].name == "text"
     time.sleep(0.3)
@@ -338,7 +343,10 @@ def test_full_queue_is_resource_exhausted(grpc_server: GrpcServer) -> None:
         queued = stub.ModelInfer.future(
             _ocr_request(OCR_QUEUED_ROWS, width=28), metadata=API_METADATA, timeout=30
         )
-        time.sleep(0.05)
+        # Send the next one once the queue holds those rows: a fixed 50 ms sleep lost that race
+        # on a fresh CI machine (the rows not queued yet, or the busy call done and the queue
+        # emptied, so the next call was admitted).
+        _wait_until_queued(grpc_server, more_than=OCR_QUEUED_ROWS - 1)
         with pytest.raises(grpc.RpcError) as caught:
             stub.ModelInfer(_ocr_request(1, width=28), metadata=API_METADATA, timeout=30)
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
