@@ -2,9 +2,10 @@
 SavedModel, served side by side by one `python -m app`.
 
 The model is the committed `mnist` network rebuilt from its recipe with the trained weights
-(`models/mnist/<version>/keras/model.weights.h5`): saved once as `model.keras` and once with
-Keras' own `model.export` (a SavedModel with a `serving_default` signature). Both go into one
-temporary repository as `keras/1` and `savedmodel/1`.
+(those of the newest `models/mnist/<version>/` SavedModel, restored as `--init-from` restores
+them): saved once as `model.keras` and once with Keras' own `model.export` (a SavedModel with a
+`serving_default` signature). Both go into one temporary repository as `keras/1` and
+`savedmodel/1`.
 
 - load: `Servable.load` (read, trace or restore, warm-up) in this process, alternating the two
   `--load-repeats` times after one untimed load of each (imports and first-trace costs);
@@ -47,14 +48,15 @@ KINDS = ("keras", "savedmodel")
 
 def build_models(repository: Path) -> dict[str, str]:
     """The two versions of the trained mnist network; returns each model's input name."""
+    from training import warm_start
     from training.nets.mnist import MnistRecipe
-    from training.publish import load_keras_weights
     from training.recipe import TrainConfig
 
     newest = newest_version_dir(REPO_ROOT / "models" / "mnist")
     assert newest is not None, "no published mnist version"
-    model = MnistRecipe().build_training_model(TrainConfig(epochs=1, batch_size=64))
-    load_keras_weights(model, newest / "keras" / "model.weights.h5")
+    recipe, config = MnistRecipe(), TrainConfig(epochs=1, batch_size=64)
+    model = recipe.build_training_model(config)
+    warm_start.restore(recipe, model, config, warm_start.locate(newest))
     (repository / "keras" / "1").mkdir(parents=True)
     model.save(repository / "keras" / "1" / "model.keras")
     model.export(str(repository / "savedmodel" / "1"), verbose=False)

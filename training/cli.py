@@ -111,7 +111,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--init-from",
         metavar="latest|PATH",
-        help="continue from a published version's Keras weights",
+        help="start from the weights of a published version (latest, a version folder) "
+        "or of a .weights.h5 file",
     )
     parser.add_argument("--strategy", choices=STRATEGIES, default="default")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from app.devices import DeviceOptions, DeviceReport, configure_devices
-from training import figures, publish
+from training import figures, publish, warm_start
 from training.data import load_split
 from training.recipe import MnistSplit, Recipe, TrainConfig
 
@@ -107,7 +107,7 @@ def run(job: TrainingJob) -> TrainingResult:
         beam_width=job.beam_width,
     )
     config = replace(config, steps_per_epoch=_steps_per_epoch(recipe, split, config))
-    init_weights = _init_weights(job)
+    init_source = _init_source(job)
     if job.version is not None:
         publish.check_version_free(job.repository, recipe.name, job.version)
     log.info(
@@ -120,9 +120,8 @@ def run(job: TrainingJob) -> TrainingResult:
 
     with strategy.scope():
         model = recipe.build_training_model(config)
-        if init_weights is not None:
-            publish.load_keras_weights(model, init_weights)
-            log.info("initialised from %s", init_weights)
+        if init_source is not None:
+            warm_start.restore(recipe, model, config, init_source)
     dataset = _shard_by_data(recipe.train_dataset(split, config, global_batch))
     if job.strategy == "multi-worker":
         history = fit_multi_worker(model, strategy, dataset, config, job.verbose)
@@ -134,7 +133,7 @@ def run(job: TrainingJob) -> TrainingResult:
             verbose=job.verbose,
         ).history
 
-    record = _training_record(job, config, strategy, device_report, init_weights, history)
+    record = _training_record(job, config, strategy, device_report, init_source, history)
     return _export_evaluate_publish(
         job, recipe, model, split, config, record, is_chief(strategy), started
     )
@@ -158,7 +157,6 @@ def _export_evaluate_publish(
     )
     try:
         publish.save_servable(recipe.export_module(model, config), staged.path)
-        publish.save_keras_weights(model, staged.path)
         if not chief:
             staged.discard()
             return TrainingResult(
@@ -299,12 +297,10 @@ def _shard_by_data(dataset: Any) -> Any:
     return dataset.with_options(options)
 
 
-def _init_weights(job: TrainingJob) -> Path | None:
+def _init_source(job: TrainingJob) -> warm_start.InitSource | None:
     if job.init_from is None:
         return None
-    if job.init_from == "latest":
-        return publish.keras_weights_file(publish.latest_version_dir(job.repository, job.model))
-    return publish.keras_weights_file(Path(job.init_from))
+    return warm_start.resolve(job.init_from, job.repository, job.model)
 
 
 def _private_staging(name: str) -> publish.StagedVersion:
@@ -317,7 +313,7 @@ def _training_record(
     config: TrainConfig,
     strategy: Any,
     device_report: DeviceReport,
-    init_weights: Path | None,
+    init_source: warm_start.InitSource | None,
     history: dict[str, list[float]],
 ) -> dict[str, Any]:
     final_epoch = {key: float(values[-1]) for key, values in history.items() if values}
@@ -327,7 +323,7 @@ def _training_record(
         "replicas": int(strategy.num_replicas_in_sync),
         "device": device_report.mode,
         "devices": device_report.as_dict(),
-        "init_from": str(init_weights) if init_weights else None,
+        "init_from": str(init_source.path) if init_source else None,
         "final_epoch": final_epoch,
         # Per epoch, for learning curves (versions trained before this was kept lack it).
         figures.HISTORY_KEY: figures.history_record(history),

@@ -1,7 +1,8 @@
 """`python -m training inspect models/<name>/<version>`: what a published version contains.
 
 Prints the serving signature as the SavedModel itself declares it (not as metadata claims), the
-layer summary of the Keras training model rebuilt from the recipe with the stored weights,
+layer summary of the Keras training model rebuilt from the recipe with the version's weights
+(restored as `--init-from` restores them, so a version that cannot start a training run says so),
 per-variable weight statistics of the SavedModel, and the metadata. Useful before promoting a
 version, and to check that a fine-tuned version really changed its weights.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from training import publish
+from training import publish, warm_start
 from training.recipe import TrainConfig
 
 
@@ -60,8 +61,9 @@ def _layer_summary(metadata: dict[str, Any], version_dir: Path) -> str:
         steps_per_epoch=training.get("steps_per_epoch"),
         beam_width=int(training.get("beam_width", 0)),
     )
-    model = load_recipe(str(metadata["name"])).build_training_model(config)
-    publish.load_keras_weights(model, publish.keras_weights_file(version_dir))
+    recipe = load_recipe(str(metadata["name"]))
+    model = recipe.build_training_model(config)
+    warm_start.restore(recipe, model, config, warm_start.locate(version_dir))
     lines: list[str] = []
     model.summary(print_fn=lambda line, *_, **__: lines.append(line), line_length=120)
     return "\n".join(lines)

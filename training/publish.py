@@ -10,9 +10,12 @@ Typical use (what `training.fit` does)::
 
     staged = stage_version(repository, "mnist")           # or version=N
     save_servable(module, staged.path)                    # SavedModel with serving_default
-    save_keras_weights(model, staged.path)                # keras/model.weights.h5
     ...evaluate through load_serving_function(staged.path)...
     final_path = staged.commit(metadata)                  # metadata.json, fsync, rename
+
+The SavedModel is the version's only copy of its weights: `--init-from` reads its variables back
+into a freshly built training model (`training.warm_start`), so no Keras weights file is kept
+beside it (that doubled the committed repository).
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ from app.repository.format import (
 log = logging.getLogger(__name__)
 
 STALE_TMP_AGE_S = 3600.0
-KERAS_WEIGHTS = Path("keras") / "model.weights.h5"
 SIGNATURE_NAME = "serving_default"
 
 
@@ -62,15 +64,6 @@ def latest_version_dir(repository: Path, name: str) -> Path:
             f"--init-from latest: no published version of {name!r} under {repository / name}"
         )
     return repository / name / str(versions[-1])
-
-
-def keras_weights_file(version_dir_or_file: Path) -> Path:
-    """The Keras weights inside a published version folder (or the file itself if given one)."""
-    path = Path(version_dir_or_file)
-    candidate = path if path.is_file() else path / KERAS_WEIGHTS
-    if not candidate.is_file():
-        raise PublishError(f"no Keras weights at {candidate}")
-    return candidate
 
 
 @dataclass
@@ -150,32 +143,6 @@ def save_servable(module: Any, path: Path) -> None:
     import tensorflow as tf
 
     tf.saved_model.save(module, str(path), signatures={SIGNATURE_NAME: module.serving_default})
-
-
-def save_keras_weights(model: Any, path: Path) -> None:
-    """Keep the training model's weights beside the SavedModel so `--init-from` can fine-tune.
-
-    The optimizer state is left out: it would triple the file, and a fine-tuning job starts its
-    own schedule anyway. (`save_weights_only` with `objects_to_skip` is what `model.save_weights`
-    calls, minus the optimizer; Keras 3 has no public switch for that.)
-    """
-    from keras.src.saving import saving_lib
-
-    target = path / KERAS_WEIGHTS
-    target.parent.mkdir(parents=True, exist_ok=True)
-    saving_lib.save_weights_only(model, str(target), objects_to_skip=_optimizer_of(model))
-
-
-def load_keras_weights(model: Any, weights_file: Path) -> None:
-    """Counterpart of `save_keras_weights`: model weights only, the optimizer starts fresh."""
-    from keras.src.saving import saving_lib
-
-    saving_lib.load_weights_only(model, str(weights_file), objects_to_skip=_optimizer_of(model))
-
-
-def _optimizer_of(model: Any) -> list[Any]:
-    optimizer = getattr(model, "optimizer", None)
-    return [optimizer] if optimizer is not None else []
 
 
 def load_serving_function(path: Path) -> Any:

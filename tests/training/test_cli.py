@@ -7,9 +7,9 @@ import io
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from tests.training.conftest import TINY_RUN, TinyRuns, assert_succeeded, run_cli, run_clis
@@ -38,7 +38,7 @@ def test_tiny_run_publishes_version_1_with_complete_metadata(
     version_dir = tiny_runs.repository / name / "1"
     assert (version_dir / "saved_model.pb").is_file()
     assert (version_dir / "variables").is_dir()
-    assert (version_dir / publish.KERAS_WEIGHTS).is_file()
+    assert not (version_dir / "keras").exists()  # the SavedModel is the one copy of the weights
     assert not list((tiny_runs.repository / name).glob(".tmp-*"))
 
     metadata = publish.read_metadata(version_dir)
@@ -116,9 +116,7 @@ def test_init_from_latest_continues_from_published_weights(
     assert_succeeded(result)
     metadata = publish.read_metadata(repository / "mnist" / "7")
     assert metadata["version"] == 7
-    assert metadata["training"]["init_from"] == str(
-        repository / "mnist" / "1" / publish.KERAS_WEIGHTS
-    )
+    assert metadata["training"]["init_from"] == str(repository / "mnist" / "1")
     assert_succeeded(fresh)
     assert publish.list_versions(repository / "mnist") == [1, 7]
     assert publish.list_versions(tmp_path / "mnist") == [8]
@@ -129,13 +127,10 @@ def test_init_from_latest_continues_from_published_weights(
 
 
 def weights_of(version_dir: Path) -> list[np.ndarray]:
-    """Every array of the version's Keras weights file, in the file's own order."""
-    arrays: list[np.ndarray] = []
-    with h5py.File(publish.keras_weights_file(version_dir), "r") as weights:
-        weights.visititems(
-            lambda _, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset) else None
-        )
-    return arrays
+    """Every weight of the version's SavedModel, in the order it was exported (the dropout
+    layers' random-generator states, integers, left out)."""
+    loaded = tf.saved_model.load(str(version_dir))
+    return [v.numpy() for v in loaded.model_variables if v.dtype.is_floating]
 
 
 def distance(these: list[np.ndarray], those: list[np.ndarray]) -> float:
@@ -145,7 +140,7 @@ def distance(these: list[np.ndarray], those: list[np.ndarray]) -> float:
     return total / sum(a.size for a in these)
 
 
-def test_existing_version_and_missing_init_weights_fail_clearly(
+def test_existing_version_and_missing_or_mismatched_init_weights_fail_clearly(
     tiny_runs: TinyRuns, tmp_path: Path
 ) -> None:
     taken, missing = run_clis(
@@ -156,9 +151,18 @@ def test_existing_version_and_missing_init_weights_fail_clearly(
     assert "Traceback" not in taken.stderr
     assert missing.returncode == 2 and "no published version" in missing.stderr
     # deskew trains on pairs of pictures; the later --batch-size wins over TINY_RUN's.
-    unpaired = run_cli("deskew", *TINY_RUN, "--batch-size", "15", "--repository", str(tmp_path))
+    unpaired, mismatched = run_clis(
+        ["deskew", *TINY_RUN, "--batch-size", "15", "--repository", str(tmp_path)],
+        ["ocr", *TINY_RUN, "--repository", str(tmp_path),
+         "--init-from", str(tiny_runs.repository / "mnist" / "1")],
+    )  # fmt: skip
     assert unpaired.returncode == 2 and "batch size must be even" in unpaired.stderr
     assert "Traceback" not in unpaired.stderr
+    assert mismatched.returncode == 2, mismatched.stderr
+    assert "cannot initialise the ocr model from" in mismatched.stderr
+    assert "(a version of 'mnist'): it holds 28 variables, the ocr model 36" in mismatched.stderr
+    assert "Traceback" not in mismatched.stderr
+    assert publish.list_versions(tmp_path / "ocr") == []
 
 
 def test_tiny_ocr_run_publishes_with_its_decoding_metadata(tiny_runs: TinyRuns) -> None:

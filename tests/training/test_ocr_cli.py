@@ -17,7 +17,7 @@ from training import publish
 def test_tiny_ocr_run_publishes_a_decoding_version(tiny_runs: TinyRuns) -> None:
     version_dir = tiny_runs.repository / "ocr" / "1"
     assert (version_dir / "saved_model.pb").is_file()
-    assert (version_dir / publish.KERAS_WEIGHTS).is_file()
+    assert not (version_dir / "keras").exists()
 
     metadata = publish.read_metadata(version_dir)
     assert metadata["name"] == "ocr" and metadata["version"] == 1

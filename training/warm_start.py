@@ -1,0 +1,181 @@
+"""`--init-from`: give a training model the weights of a published version before `fit`.
+
+A published version holds one copy of its weights: the SavedModel's variables. The exported
+module (`training.nets.common.KerasInference`) tracks them as `model_variables`, the inference
+model's `model.variables` in that model's own order, so the recipe's own `export_module`, applied
+to a freshly built training model, lists the same variables in the same order. Each saved
+variable also keeps its Keras path as its name (`conv2d/kernel:0`); Keras numbers layer names
+per process (`conv2d_5` once other models were built), so names are matched exactly when they
+line up one to one and by order otherwise, with the numbering set aside and every shape checked.
+Batch-normalisation moving statistics are variables like any other and come across too; the
+optimizer starts fresh either way.
+
+Versions published before the SavedModel became the only copy also hold
+`keras/model.weights.h5`; it is read when present, and a `.weights.h5` file may be given directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training import publish
+from training.recipe import Recipe, TrainConfig
+
+log = logging.getLogger(__name__)
+
+LEGACY_KERAS_WEIGHTS = Path("keras") / "model.weights.h5"
+# Keras' per-process suffix of an automatic layer name: `dense_3/kernel` -> `dense/kernel`.
+_LAYER_NUMBER = re.compile(r"_\d+(?=/|$)")
+
+
+@dataclass(frozen=True)
+class InitSource:
+    """Where the weights come from: a SavedModel version folder, or a Keras weights file."""
+
+    path: Path
+    keras_weights: bool
+
+
+def resolve(init_from: str, repository: Path, name: str) -> InitSource:
+    """`--init-from latest|<version folder>|<file.weights.h5>`, checked before training."""
+    if init_from == "latest":
+        return locate(publish.latest_version_dir(repository, name))
+    return locate(Path(init_from))
+
+
+def locate(path: Path) -> InitSource:
+    """The weights a version folder (or a weights file) offers; refuses anything else."""
+    path = Path(path)
+    if path.is_file():
+        return InitSource(path, keras_weights=True)
+    if (path / LEGACY_KERAS_WEIGHTS).is_file():
+        return InitSource(path / LEGACY_KERAS_WEIGHTS, keras_weights=True)
+    if (path / "saved_model.pb").is_file():
+        return InitSource(path, keras_weights=False)
+    raise publish.PublishError(
+        f"no weights to start from at {path}: neither a published version (saved_model.pb) "
+        "nor a .weights.h5 file"
+    )
+
+
+def restore(recipe: Recipe, model: Any, config: TrainConfig, source: InitSource) -> None:
+    """Assign `source`'s weights to the training `model` (call it inside the strategy scope)."""
+    if source.keras_weights:
+        _load_keras_weights(model, source.path)
+    else:
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(source.path))
+        targets = list(recipe.export_module(model, config).model_variables)
+        assign_saved_variables(targets, saved_variables(loaded, source.path), recipe.name, source)
+        restored = {id(variable) for variable in targets}
+        fresh = [_path(v) for v in model.variables if id(v) not in restored]
+        if fresh:  # training-only variables (none in this project's recipes) are not exported
+            log.warning("not in %s, left as initialised: %s", source.path, ", ".join(fresh))
+    log.info("initialised from %s", source.path)
+
+
+def saved_variables(loaded: Any, version_dir: Path) -> list[Any]:
+    """The exported module's `model_variables`, in the order they were exported."""
+    variables = getattr(loaded, "model_variables", None)
+    if variables is None:
+        raise publish.PublishError(
+            f"{version_dir} was not exported by `python -m training` (its SavedModel has no "
+            "model_variables), so its weights cannot be matched to a training model"
+        )
+    return list(variables)
+
+
+def assign_saved_variables(
+    targets: Sequence[Any], saved: Sequence[Any], name: str, source: InitSource
+) -> None:
+    """Match every saved variable to one target, check all shapes, then assign (all or none)."""
+    if len(saved) != len(targets):
+        raise publish.PublishError(
+            f"cannot initialise the {name} model from {source.path}{_made_by(source)}: it holds "
+            f"{len(saved)} variables, the {name} model {len(targets)}"
+        )
+    by_path = _match_by_path(targets, saved)
+    pairs = by_path or _match_by_order(targets, saved, name, source)
+    for target, value in pairs:
+        want, got = _shape(target), _shape(value)
+        if want != got or _dtype(target) != _dtype(value):
+            raise publish.PublishError(
+                f"cannot initialise the {name} model from {source.path}{_made_by(source)}: "
+                f"{_path(value)} is {_dtype(value)} {got} there, {_path(target)} is "
+                f"{_dtype(target)} {want} in the model"
+            )
+    for target, value in pairs:
+        target.assign(value.numpy())
+    log.info("restored %d variables, matched by %s", len(pairs), "path" if by_path else "order")
+
+
+def _match_by_path(targets: Sequence[Any], saved: Sequence[Any]) -> list[tuple[Any, Any]] | None:
+    """Pairs by exact Keras path, or None unless the paths correspond one to one."""
+    by_path = {_path(value): value for value in saved}
+    paths = [_path(target) for target in targets]
+    if len(by_path) != len(saved) or len(set(paths)) != len(paths) or set(paths) != set(by_path):
+        return None
+    return [(target, by_path[path]) for target, path in zip(targets, paths, strict=True)]
+
+
+def _match_by_order(
+    targets: Sequence[Any], saved: Sequence[Any], name: str, source: InitSource
+) -> list[tuple[Any, Any]]:
+    for index, (target, value) in enumerate(zip(targets, saved, strict=True)):
+        if _generic(_path(target)) != _generic(_path(value)):
+            raise publish.PublishError(
+                f"cannot initialise the {name} model from {source.path}{_made_by(source)}: "
+                f"variable {index} is {_path(value)} there, {_path(target)} in the model"
+            )
+    return list(zip(targets, saved, strict=True))
+
+
+def _path(variable: Any) -> str:
+    """A Keras variable's path; a TensorFlow variable's name without the `:0` output index."""
+    path = getattr(variable, "path", None)
+    return str(path) if path else str(variable.name).removesuffix(":0")
+
+
+def _generic(path: str) -> str:
+    return _LAYER_NUMBER.sub("", path)
+
+
+def _shape(variable: Any) -> tuple[int | None, ...]:
+    return tuple(None if dim is None else int(dim) for dim in variable.shape)
+
+
+def _dtype(variable: Any) -> str:
+    import tensorflow as tf
+
+    return str(tf.as_dtype(variable.dtype).name)
+
+
+def _made_by(source: InitSource) -> str:
+    """` (a version of 'mnist')` when the folder's metadata names its model, else nothing."""
+    try:
+        other = publish.read_metadata(source.path).get("name")
+    except (OSError, ValueError):
+        return ""
+    return f" (a version of {other!r})" if other else ""
+
+
+def _load_keras_weights(model: Any, weights_file: Path) -> None:
+    """A Keras weights file: the model's weights only, the optimizer starts fresh."""
+    from keras.src.saving import saving_lib
+
+    optimizer = getattr(model, "optimizer", None)
+    skip = [optimizer] if optimizer is not None else []
+    try:
+        saving_lib.load_weights_only(model, str(weights_file), objects_to_skip=skip)
+    except ValueError as exc:
+        # Keras names the first layer that does not fit, then prints the whole target variable.
+        reason = " ".join(str(exc).split(" Target variable:")[0].split())
+        raise publish.PublishError(
+            f"cannot initialise the model from {weights_file}: {reason}"
+        ) from exc
