@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from app.devices import DeviceOptions, DeviceUnavailableError
-from training.data import SOURCES, DataSourceError
+from training.data import DEFAULT_SPLIT_SEED, SOURCES, DataSourceError
 from training.fit import MODEL_NAMES, STRATEGIES, JobError, TrainingJob
 from training.publish import PublishError
 
@@ -125,7 +125,15 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="split the CPU into N devices (MirroredStrategy without GPUs)",
     )
-    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--seed", type=int, default=1234, help="training randomness (data order, augmentation)"
+    )
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=DEFAULT_SPLIT_SEED,
+        help="which rows of the offline subset are held out; --init-from needs the same one",
+    )
     parser.add_argument(
         "--beam-width",
         type=int,
@@ -149,6 +157,7 @@ def job_from_args(args: argparse.Namespace) -> TrainingJob:
         batch_size=args.batch_size,
         steps_per_epoch=args.steps_per_epoch,
         seed=args.seed,
+        split_seed=args.split_seed,
         beam_width=args.beam_width,
         data=args.data,
         source=args.source,

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from app.devices import DeviceOptions, DeviceReport, configure_devices
 from training import figures, publish, warm_start
-from training.data import load_split
+from training.data import DEFAULT_SPLIT_SEED, load_split
 from training.recipe import MnistSplit, Recipe, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class TrainingJob:
     batch_size: int | None = None
     steps_per_epoch: int | None = None
     seed: int = 1234
+    split_seed: int = DEFAULT_SPLIT_SEED  # which rows are held out; not the training seed
     beam_width: int = 0
     data: str | None = None
     source: str = "auto"
@@ -97,7 +98,7 @@ def run(job: TrainingJob) -> TrainingResult:
 
     recipe = load_recipe(job.model)
     keras.utils.set_random_seed(job.seed)
-    split = load_split(job.data, job.source, job.seed)
+    split = load_split(job.data, job.source, job.split_seed)
     global_batch = job.batch_size or recipe.default_batch_size
     config = TrainConfig(
         epochs=job.epochs or recipe.default_epochs,
@@ -108,6 +109,8 @@ def run(job: TrainingJob) -> TrainingResult:
     )
     config = replace(config, steps_per_epoch=_steps_per_epoch(recipe, split, config))
     init_source = _init_source(job)
+    if init_source is not None:
+        warm_start.check_split(init_source, split)
     if job.version is not None:
         publish.check_version_free(job.repository, recipe.name, job.version)
     log.info(

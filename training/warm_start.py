@@ -12,6 +12,11 @@ optimizer starts fresh either way.
 
 Versions published before the SavedModel became the only copy also hold
 `keras/model.weights.h5`; it is read when present, and a `.weights.h5` file may be given directly.
+
+A run may only start from a version trained around the same held-out rows (`check_split`):
+otherwise the weights have already trained on digits the new version is then measured on, and
+its "held-out" figures flatter it. Every run of a fine-tuning chain therefore holds out the same
+rows, and a version's figures stay honest however many runs made it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from training import publish
-from training.recipe import Recipe, TrainConfig
+from training.recipe import MnistSplit, Recipe, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ class InitSource:
 
     path: Path
     keras_weights: bool
+    version_dir: Path | None  # the published version the weights belong to, None for a bare file
 
 
 def resolve(init_from: str, repository: Path, name: str) -> InitSource:
@@ -52,15 +58,41 @@ def locate(path: Path) -> InitSource:
     """The weights a version folder (or a weights file) offers; refuses anything else."""
     path = Path(path)
     if path.is_file():
-        return InitSource(path, keras_weights=True)
+        return InitSource(path, keras_weights=True, version_dir=None)
     if (path / LEGACY_KERAS_WEIGHTS).is_file():
-        return InitSource(path / LEGACY_KERAS_WEIGHTS, keras_weights=True)
+        return InitSource(path / LEGACY_KERAS_WEIGHTS, keras_weights=True, version_dir=path)
     if (path / "saved_model.pb").is_file():
-        return InitSource(path, keras_weights=False)
+        return InitSource(path, keras_weights=False, version_dir=path)
     raise publish.PublishError(
         f"no weights to start from at {path}: neither a published version (saved_model.pb) "
         "nor a .weights.h5 file"
     )
+
+
+def check_split(source: InitSource, split: MnistSplit) -> None:
+    """Refuse weights trained around other held-out rows than `split`'s (see the module doc)."""
+    if source.version_dir is None:
+        log.warning(
+            "%s is a bare weights file: whether it ever trained on this run's held-out rows "
+            "(split seed %d) cannot be checked",
+            source.path,
+            split.split_seed,
+        )
+        return
+    try:
+        data = publish.read_metadata(source.version_dir).get("data", {})
+    except (OSError, ValueError) as exc:
+        raise publish.PublishError(
+            f"cannot read the metadata of {source.version_dir}, so not which rows it held out"
+        ) from exc
+    trained = (data.get("source"), data.get("split_seed"))
+    if trained != (split.source, split.split_seed):
+        raise publish.PublishError(
+            f"{source.version_dir} was trained around split seed {trained[1]} of {trained[0]}; "
+            f"this run holds out the rows of split seed {split.split_seed} of {split.source}, "
+            "some of which those weights trained on, so its held-out figures would flatter it. "
+            f"Start from a version of the same split, or pass --split-seed {trained[1]}"
+        )
 
 
 def restore(recipe: Recipe, model: Any, config: TrainConfig, source: InitSource) -> None:

