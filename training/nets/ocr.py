@@ -1,10 +1,11 @@
 """`ocr`: a CTC recognizer for handwritten digit strings (MNIST digits composed into strips).
 
-Network: Conv2D blocks shrink a `[28, W]` strip to `[7, W/4]`; the width axis then becomes time
-(one step per 4 columns, `TIME_STRIDE`), a per-step `TimeDistributed(Dense)` mixes the column's
-features, two bidirectional GRUs read the sequence both ways, and a softmax gives, per step, the
-probability of each digit and of the CTC blank (`BLANK_INDEX`, the last class, which is what
-`tf.nn.ctc_greedy_decoder` and `tf.nn.ctc_beam_search_decoder` assume).
+Network: Conv2D blocks shrink a `[28, W]` strip to `[7, W/4]`, where residual blocks widen what
+each column sees; the width axis then becomes time (one step per 4 columns, `TIME_STRIDE`), a
+per-step `TimeDistributed(Dense)` mixes the column's features, two bidirectional GRUs read the
+sequence both ways, and a softmax gives, per step, the probability of each digit and of the CTC
+blank (`BLANK_INDEX`, the last class, which is what `tf.nn.ctc_greedy_decoder` and
+`tf.nn.ctc_beam_search_decoder` assume).
 
 Only the inference graph is exported, and it decodes (see `OcrServing`). Training uses the CTC
 loss as a layer (`CTCLoss`) inside a training-only model with the label inputs.
@@ -36,7 +37,13 @@ BLANK_INDEX = len(CHARSET)  # 10: the CTC blank is the last class
 NUM_CLASSES = len(CHARSET) + 1
 TIME_STRIDE = 4  # two 2x2 max-pools: one time step per 4 columns, T = ceil(W / 4)
 PAD_VALUE = 0.0  # MNIST background; padding on the right with it must not change the text
-CONV_CHANNELS = (16, 32, 64)
+CONV_CHANNELS = (32, 64, 96)
+# Residual 3x3 blocks after the last pool widen each step's view: one block adds 8 columns (two
+# at the [7, W/4] scale), so two take it from 18 to 34 columns, a whole digit and the edges of
+# both neighbours, which overlapping digits need. At a sixteenth of the pixels they cost little:
+# this network (with the wider channels, 0.48 M parameters against 0.23 M) took about 0.2 s per
+# training batch of 32 strips on the 2 cores, the earlier one 0.13 s.
+RESIDUAL_BLOCKS = 2
 STEP_UNITS = 128
 GRU_UNITS = 64
 DEFAULT_STEPS_PER_EPOCH = 60
@@ -135,6 +142,8 @@ def probabilities_graph(image: Any) -> Any:
     x = layers.MaxPooling2D(2, padding="same")(conv_bn(image, first))
     x = layers.MaxPooling2D(2, padding="same")(conv_bn(x, second))
     x = conv_bn(x, third)
+    for index in range(RESIDUAL_BLOCKS):
+        x = layers.Add(name=f"residual{index + 1}")([x, conv_bn(x, third)])
     # [N, 7, T, C] -> [N, T, 7, C] -> [N, T, 7 * C]: the width axis becomes time.
     x = layers.Permute((2, 1, 3), name="width_to_time")(x)
     x = layers.Reshape((-1, (STRIP_HEIGHT // TIME_STRIDE) * third), name="step_features")(x)
@@ -163,7 +172,8 @@ class OcrRecipe:
     """The `Recipe` for `ocr` (see `training.recipe`)."""
 
     name = "ocr"
-    default_epochs = 15
+    # Thirty epochs of 60 batches: about 6.5 minutes on the 2 cores with the evaluation.
+    default_epochs = 30
     default_batch_size = 32
 
     def build_training_model(self, config: TrainConfig) -> keras.Model:
