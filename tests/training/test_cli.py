@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -160,7 +161,9 @@ def test_existing_version_and_missing_or_mismatched_init_weights_fail_clearly(
     assert "Traceback" not in unpaired.stderr
     assert mismatched.returncode == 2, mismatched.stderr
     assert "cannot initialise the ocr model from" in mismatched.stderr
-    assert "(a version of 'mnist'): it holds 28 variables, the ocr model 36" in mismatched.stderr
+    assert re.search(
+        r"\(a version of 'mnist'\): it holds 28 variables, the ocr model \d+", mismatched.stderr
+    )
     assert "Traceback" not in mismatched.stderr
     assert publish.list_versions(tmp_path / "ocr") == []
 
