@@ -108,7 +108,9 @@ def run(job: TrainingJob) -> TrainingResult:
         beam_width=job.beam_width,
     )
     config = replace(config, steps_per_epoch=_steps_per_epoch(recipe, split, config))
-    init_source = _init_source(job)
+    init_source = (
+        warm_start.resolve(job.init_from, job.repository, job.model) if job.init_from else None
+    )
     if init_source is not None:
         warm_start.check_split(init_source, split)
     if job.version is not None:
@@ -298,12 +300,6 @@ def _shard_by_data(dataset: Any) -> Any:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
-
-
-def _init_source(job: TrainingJob) -> warm_start.InitSource | None:
-    if job.init_from is None:
-        return None
-    return warm_start.resolve(job.init_from, job.repository, job.model)
 
 
 def _private_staging(name: str) -> publish.StagedVersion:

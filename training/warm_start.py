@@ -189,9 +189,11 @@ def _dtype(variable: Any) -> str:
 
 
 def _made_by(source: InitSource) -> str:
-    """` (a version of 'mnist')` when the folder's metadata names its model, else nothing."""
+    """` (a version of 'mnist')` when the version's metadata names its model, else nothing."""
+    if source.version_dir is None:
+        return ""
     try:
-        other = publish.read_metadata(source.path).get("name")
+        other = publish.read_metadata(source.version_dir).get("name")
     except (OSError, ValueError):
         return ""
     return f" (a version of {other!r})" if other else ""

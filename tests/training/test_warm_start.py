@@ -149,9 +149,7 @@ def test_keras_weights_files_are_still_read_and_win_in_a_version_folder(
         warm_start.locate(tmp_path)
 
 
-def test_only_a_version_of_the_same_held_out_rows_may_start_a_run(
-    tiny_runs: TinyRuns, tmp_path: Path
-) -> None:
+def test_only_a_version_of_the_same_held_out_rows_may_start_a_run(tiny_runs: TinyRuns) -> None:
     """Weights trained around another split have trained on some of this run's held-out rows."""
     version_dir = tiny_runs.repository / "mnist" / "1"
     source = warm_start.locate(version_dir)
