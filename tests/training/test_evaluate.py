@@ -13,7 +13,7 @@ from PIL import Image
 
 from app.tasks.images import decode_grayscale, strip_input
 from tests.training.conftest import TinyRuns, assert_succeeded, run_cli
-from training import evalsets, fonts
+from training import evalsets, evaluate, fonts
 from training.evaluate import auroc
 
 MNIST_FIGURES = ("shifted_turned_accuracy", "plain_accuracy")
@@ -54,7 +54,13 @@ def test_evaluate_prints_and_writes_every_mnist_and_deskew_figure(
             value = written["figures"][figure]
             assert isinstance(value, float) and np.isfinite(value)
         if name == "mnist":
-            assert 0.0 <= written["figures"]["shifted_turned_accuracy"] <= 1.0
+            figures = written["figures"]
+            by_draw = figures["shifted_turned_accuracy_by_draw"]
+            assert len(by_draw) == evaluate.MNIST_DRAWS
+            assert figures["pictures"] == evaluate.MNIST_DRAWS * figures["digits"]
+            # The figure is over all draws' pictures: the mean of equal-sized draws.
+            assert figures["shifted_turned_accuracy"] == pytest.approx(np.mean(by_draw))
+            assert " ".join(f"{draw:.4f}" for draw in by_draw) in out
             assert set(written["figures"]["shifted_turned_variant_accuracy"]) == {
                 "thicker",
                 "thinner",
