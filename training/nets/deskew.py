@@ -67,6 +67,7 @@ ELASTIC = 0.2
 # 0.042); pulling only the degraded estimate towards a fixed clean one was worse on every figure.
 CONSISTENCY_WEIGHT = 1.0
 ANGLE_CONSISTENCY_WEIGHT = 1.5
+SCALE_CONSISTENCY_WEIGHT = 0.25
 # The scale head's share of the loss, over its range-normalised squared error (MEASUREMENT).
 SCALE_WEIGHT = 2.0
 SCALE_HALF_RANGE = (transforms.SCALE_RANGE[1] - transforms.SCALE_RANGE[0]) / 2
@@ -221,7 +222,9 @@ def paired_absolute_error(y_true: Any, y_pred: Any) -> Any:
 
 def paired_squared_error(y_true: Any, y_pred: Any) -> Any:
     """Squared error plus `CONSISTENCY_WEIGHT` times the squared distance to the partner's."""
-    error = tf.square(y_true - y_pred) + CONSISTENCY_WEIGHT * tf.square(y_pred - _partner(y_pred))
+    error = tf.square(y_true - y_pred) + SCALE_CONSISTENCY_WEIGHT * tf.square(
+        y_pred - _partner(y_pred)
+    )
     return tf.reduce_mean(error, axis=-1)
 
 
