@@ -35,11 +35,7 @@ from training.strips import (
 CHARSET = "0123456789"
 BLANK_INDEX = len(CHARSET)  # 10: the CTC blank is the last class
 NUM_CLASSES = len(CHARSET) + 1
-# A 2x2 max-pool, then one that halves only the height: one time step per 2 columns,
-# T = ceil(W / 2). With a step per 4 columns (versions 1 and 2) a narrow `1` that overlaps both
-# neighbours by 2 to 4 px had less than one step of its own (MEASUREMENT).
-TIME_STRIDE = 2
-STEP_HEIGHT = STRIP_HEIGHT // 4  # both pools halve the height: 7 rows per step
+TIME_STRIDE = 4  # two 2x2 max-pools: one time step per 4 columns, T = ceil(W / 4)
 PAD_VALUE = 0.0  # MNIST background; padding on the right with it must not change the text
 CONV_CHANNELS = (32, 64, 96)
 # Residual 3x3 blocks after the last pool widen each step's view: one block adds 8 columns (two
@@ -144,13 +140,13 @@ def probabilities_graph(image: Any) -> Any:
     """The network from the `image` input to the per-step `probabilities` (functional API)."""
     first, second, third = CONV_CHANNELS
     x = layers.MaxPooling2D(2, padding="same")(conv_bn(image, first))
-    x = layers.MaxPooling2D((2, 4 // TIME_STRIDE), padding="same")(conv_bn(x, second))
+    x = layers.MaxPooling2D(2, padding="same")(conv_bn(x, second))
     x = conv_bn(x, third)
     for index in range(RESIDUAL_BLOCKS):
         x = layers.Add(name=f"residual{index + 1}")([x, conv_bn(x, third)])
     # [N, 7, T, C] -> [N, T, 7, C] -> [N, T, 7 * C]: the width axis becomes time.
     x = layers.Permute((2, 1, 3), name="width_to_time")(x)
-    x = layers.Reshape((-1, STEP_HEIGHT * third), name="step_features")(x)
+    x = layers.Reshape((-1, (STRIP_HEIGHT // TIME_STRIDE) * third), name="step_features")(x)
     x = FoldingTimeDistributed(layers.Dense(STEP_UNITS, activation="relu"), name="step_dense")(x)
     x = layers.Dropout(0.2)(x)
     x = layers.Bidirectional(layers.GRU(GRU_UNITS, return_sequences=True), name="bigru1")(x)
