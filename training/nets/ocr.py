@@ -140,7 +140,7 @@ def probabilities_graph(image: Any) -> Any:
     """The network from the `image` input to the per-step `probabilities` (functional API)."""
     first, second, third = CONV_CHANNELS
     x = layers.MaxPooling2D(2, padding="same")(conv_bn(image, first))
-    x = layers.MaxPooling2D(2, padding="same")(conv_bn(x, second))
+    x = layers.MaxPooling2D(2, padding="same")(conv_bn(conv_bn(x, second), second))
     x = conv_bn(x, third)
     for index in range(RESIDUAL_BLOCKS):
         x = layers.Add(name=f"residual{index + 1}")([x, conv_bn(x, third)])
