@@ -80,12 +80,13 @@ def test_deskew_pair_losses_add_the_distance_between_partners() -> None:
     import tensorflow as tf
 
     from training.nets.deskew import (
-        CONSISTENCY_WEIGHT,
+        ANGLE_CONSISTENCY_WEIGHT,
+        SCALE_CONSISTENCY_WEIGHT,
         paired_absolute_error,
         paired_squared_error,
     )
 
-    weight = CONSISTENCY_WEIGHT
+    weight = ANGLE_CONSISTENCY_WEIGHT
     truth = tf.constant([[10.0], [10.0], [-5.0], [-5.0]])
     agreeing = tf.constant([[12.0], [12.0], [-5.0], [-5.0]])
     assert paired_absolute_error(truth, agreeing).numpy() == pytest.approx([2, 2, 0, 0])
@@ -99,6 +100,7 @@ def test_deskew_pair_losses_add_the_distance_between_partners() -> None:
     )
     gradient = tape.gradient(total, apart).numpy()[:, 0]
     assert gradient == pytest.approx([1 + 2 * weight, -1 - 2 * weight, -2 * weight, 1 + 2 * weight])
+    weight = SCALE_CONSISTENCY_WEIGHT
     squared = paired_squared_error(truth, apart).numpy()
     assert squared == pytest.approx(
         [4 + 16 * weight, 4 + 16 * weight, 16 * weight, 16 + 16 * weight]

@@ -57,19 +57,24 @@ DEGRADATION = augment.Degradation(
 )
 ELASTIC = 0.2
 # Training pairs: every digit is shown twice at the same angle and scale, once clean and once
-# through `DEGRADATION`, and the loss adds how far the two estimates are apart (in each head's
-# own units, times this weight). Augmentation alone only asks each picture to be near its label;
-# the pair term asks the estimate not to move with the pen, which is what a client sees.
+# through `DEGRADATION`, and each head's loss adds how far the two estimates are apart (in the
+# head's own units, times its weight below). Augmentation alone only asks each picture to be near
+# its label; the pair term asks the estimate not to move with the pen, which is what a client sees.
 # The earlier version 2, trained with augmentation alone, still moved its angle by 2.9 degrees
 # for a stroke a pixel thinner and 1.7 for a blur; 50 epochs of pairs from it: 1.6 and 0.7.
-# Measured alternatives (same 50 epochs): weight 2 with an absolute scale error moved less
-# (1.3, 0.5) but missed more (angle MAE 5.7 against 5.2 degrees, scale MAE 0.047 against
-# 0.042); pulling only the degraded estimate towards a fixed clean one was worse on every figure.
-CONSISTENCY_WEIGHT = 1.0
+# Measured alternatives (same 50 epochs): weight 2 on both heads with an absolute scale error
+# moved less (1.3, 0.5) but missed more (angle MAE 5.7 against 5.2 degrees, scale MAE 0.047
+# against 0.042); pulling only the degraded estimate towards a fixed clean one was worse on every
+# figure.
+# Separate weights: only the angle's change with the pen has a goal, and the scale's pull cost
+# scale accuracy. One 50-epoch run from the same start (version 2's fourth run) and seed with each
+# loss, `python -m training evaluate`'s scale MAE / angle change for a thinner stroke:
+# both pulls 1, scale weight 1: 0.0405 / 1.48 degrees; scale weight 2: 0.0399 / 1.51; and angle
+# pull 1.5: 0.0402 / 1.48; and scale pull 0.25 (these weights): 0.0388 / 1.45, the scale
+# changes with the pen up from 0.016-0.023 to 0.012-0.027 (version 1: 0.05-0.23).
 ANGLE_CONSISTENCY_WEIGHT = 1.5
 SCALE_CONSISTENCY_WEIGHT = 0.25
-# The scale head's share of the loss, over its range-normalised squared error (MEASUREMENT).
-SCALE_WEIGHT = 2.0
+SCALE_WEIGHT = 2.0  # the scale head's loss weight, over its range-normalised squared error
 SCALE_HALF_RANGE = (transforms.SCALE_RANGE[1] - transforms.SCALE_RANGE[0]) / 2
 SCALE_CENTRE = (transforms.SCALE_RANGE[1] + transforms.SCALE_RANGE[0]) / 2
 
@@ -214,14 +219,15 @@ def _partner(values: Any) -> Any:
 
 
 def paired_absolute_error(y_true: Any, y_pred: Any) -> Any:
-    """Absolute error plus `CONSISTENCY_WEIGHT` times the distance to the pair partner's
-    estimate, per example."""
+    """Absolute error plus `ANGLE_CONSISTENCY_WEIGHT` times the distance to the pair partner's
+    estimate, per example (the angle head's loss)."""
     error = tf.abs(y_true - y_pred) + ANGLE_CONSISTENCY_WEIGHT * tf.abs(y_pred - _partner(y_pred))
     return tf.reduce_mean(error, axis=-1)
 
 
 def paired_squared_error(y_true: Any, y_pred: Any) -> Any:
-    """Squared error plus `CONSISTENCY_WEIGHT` times the squared distance to the partner's."""
+    """Squared error plus `SCALE_CONSISTENCY_WEIGHT` times the squared distance to the partner's
+    estimate (the scale head's loss)."""
     error = tf.square(y_true - y_pred) + SCALE_CONSISTENCY_WEIGHT * tf.square(
         y_pred - _partner(y_pred)
     )
