@@ -70,8 +70,8 @@ ELASTIC = 0.2
 # scale accuracy. One 50-epoch run from the same start (version 2's fourth run) and seed with each
 # loss, `python -m training evaluate`'s scale MAE / angle change for a thinner stroke:
 # both pulls 1, scale weight 1: 0.0405 / 1.48 degrees; scale weight 2: 0.0399 / 1.51; and angle
-# pull 1.5: 0.0402 / 1.48; and scale pull 0.25 (these weights): 0.0388 / 1.45, the scale
-# changes with the pen up from 0.016-0.023 to 0.012-0.027 (version 1: 0.05-0.23).
+# pull 1.5: 0.0402 / 1.48; and scale pull 0.25 (these weights): 0.0388 / 1.45 (seed 8: 0.0384 /
+# 1.36), the scale changes with the pen up from 0.008-0.023 to 0.012-0.027 (version 1: 0.05-0.23).
 ANGLE_CONSISTENCY_WEIGHT = 1.5
 SCALE_CONSISTENCY_WEIGHT = 0.25
 SCALE_WEIGHT = 2.0  # the scale head's loss weight, over its range-normalised squared error
