@@ -4,7 +4,7 @@ cancellation, bad protobufs, health, reflection, metrics and request ids; the se
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -297,15 +297,25 @@ def _ocr_request(rows: int, width: int = 2048) -> service_pb2.ModelInferRequest:
     return request
 
 
-def _wait_until_queued(server: GrpcServer, more_than: float) -> None:
-    """Poll OCR's queue-depth gauge until it shows more than `more_than` rows (at most 10 s)."""
+def _wait_for_queue(server: GrpcServer, done: Callable[[float], bool]) -> None:
+    """Poll OCR's queue-depth gauge (rows) until `done(depth)` holds (at most 10 s)."""
     deadline = time.monotonic() + 10
-    while _metric(server, **OCR_QUEUE) <= more_than and time.monotonic() < deadline:
+    while not done(_metric(server, **OCR_QUEUE)) and time.monotonic() < deadline:
         time.sleep(0.005)
 
 
-def _busy_ocr(stub: Any) -> Any:
-    """Start a call that keeps OCR's single inference thread busy, once it runs."""
+def _wait_until_queued(server: GrpcServer, more_than: float) -> None:
+    _wait_for_queue(server, lambda depth: depth > more_than)
+
+
+def _busy_ocr(stub: Any, server: GrpcServer) -> Any:
+    """Start a call that keeps OCR's single inference thread busy, once it runs.
+
+    Its 16 rows are the whole queue limit, so it first waits for the queue to be empty: on a
+    fresh CI machine one row still queued from an earlier call got this call refused with
+    RESOURCE_EXHAUSTED ("has 1 rows ... queued; the limits are 16 rows").
+    """
+    _wait_for_queue(server, lambda depth: depth == 0)
     future = stub.ModelInfer.future(_ocr_request(OCR_BIG_ROWS), metadata=API_METADATA, timeout=30)
     time.sleep(0.03)  # sent, taken from the queue, running
     return future
@@ -317,7 +327,7 @@ def test_deadline_shorter_than_the_queue_wait_and_its_work_is_dropped(
     batches = _metric(grpc_server, **OCR_BATCHES)
     with grpc_server.channel() as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        busy = _busy_ocr(stub)
+        busy = _busy_ocr(stub, grpc_server)
         with pytest.raises(grpc.RpcError) as caught:
             stub.ModelInfer(_ocr_request(1), metadata=API_METADATA, timeout=0.05)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -339,7 +349,7 @@ def test_deadline_shorter_than_the_queue_wait_and_its_work_is_dropped(
 def test_full_queue_is_resource_exhausted(grpc_server: GrpcServer) -> None:
     with grpc_server.channel() as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        busy = _busy_ocr(stub)
+        busy = _busy_ocr(stub, grpc_server)
         queued = stub.ModelInfer.future(
             _ocr_request(OCR_QUEUED_ROWS, width=28), metadata=API_METADATA, timeout=30
         )
