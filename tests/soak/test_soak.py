@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.soak import Run, memory_growth
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
@@ -31,7 +33,7 @@ def test_one_minute_soak_keeps_every_good_request_and_refuses_every_hostile_one(
             "--duration",
             "60",
             "--publish-every",
-            "15",
+            "10",
             "--concurrency",
             "4",
             "--out",
@@ -54,5 +56,27 @@ def test_one_minute_soak_keeps_every_good_request_and_refuses_every_hostile_one(
         for counts in summary["hostile_statuses"].values()
         for status in counts
     )
-    assert len(summary["versions_published"]) >= 2
+    assert len(summary["versions_published"]) >= 3  # one retires a version: the growth baseline
     assert summary["rss_mib"]["growth"] < 50
+
+
+def _cycles(leak_per_version_mib: float) -> Run:
+    """Sixty one-second samples with a version published every 10 s: 25 MiB a loaded version,
+    a third one loaded in the second before each publish from version 3 on (the oldest retires
+    as it becomes available), and what each published version leaves behind."""
+    run = Run()
+    for second in range(60):
+        published = second // 10  # versions 2, 3, ... published at 10 s, 20 s, ...
+        loaded = min(1 + published, 2) + (1 if second >= 19 and second % 10 == 9 else 0)
+        run.memory.append((float(second), 800 + 25 * loaded + leak_per_version_mib * published))
+    run.published = [(10.0 * k, 1 + k) for k in range(1, 6)]
+    return run
+
+
+def test_memory_growth_ignores_the_working_set_of_a_reload_and_catches_a_leak() -> None:
+    steady = memory_growth(_cycles(0.0))
+    assert steady["since_s"] == 20.0  # version 3, the first publish that retires one
+    assert steady["baseline"] == 875.0 and steady["growth"] == 0.0
+    assert memory_growth(_cycles(15.0))["growth"] == 60.0  # versions 3 to 6 after the baseline
+    short = Run(memory=[(12.0, 800.0), (13.0, 830.0)], published=[(12.5, 2)])
+    assert memory_growth(short)["growth"] == 30.0  # no retirement yet: the older measure
