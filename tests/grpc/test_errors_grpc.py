@@ -368,10 +368,10 @@ def test_full_queue_is_resource_exhausted(grpc_server: GrpcServer) -> None:
 
     The full queue is a moment: a busy call running and 16 rows queued behind it. On a shared CI
     machine the busy call sometimes finished before a third call arrived, which was then rightly
-    admitted (two failed CI runs, one with a fixed sleep, one polling the queue depth), or its
-    3.6 MB reached the server after the 16 rows and was itself refused. So every refusal of the
-    three calls counts, and an attempt with none is repeated, at most five times; a queue that
-    never refuses still fails.
+    admitted (two failed CI runs, one with a fixed sleep, one polling the queue depth), or the
+    busy call's 3.6 MB reached the server after the 16 rows and it was refused. Every refusal of
+    the three calls counts, and an attempt with none is repeated, at most five times; a queue
+    that never refuses still fails.
     """
     refusals: list[grpc.RpcError] = []
     with grpc_server.channel() as channel:
