@@ -187,6 +187,8 @@ class VersionManager:
             },
         )
         await self.registry.unload_version(entry.name, entry.version, self.drain_timeout_s)
+        if self.metrics is not None:
+            self.metrics.forget_version(entry.name, entry.version)
 
     def _forget_stale_failures(self, name: str, on_disk: tuple[VersionDir, ...]) -> None:
         """A failed version is retried once its folder changed (republished) or vanished."""

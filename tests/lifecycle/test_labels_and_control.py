@@ -200,6 +200,11 @@ def test_policy_latest_two_and_model_control_api(
         )
         assert _v2_infer(client, 1).status_code == 503
         assert _v2_infer(client, 2).status_code == 200
+        # A retired version's series leave /metrics (requests, batches), the serving one's stay.
+        samples = scrape(client).samples
+        assert not [s for s in samples if s.labels.get("version") == "1"], "version 1 series"
+        served = {s.name for s in samples if s.labels.get("version") == "2"}
+        assert {"kerasserve_requests_total", "kerasserve_batch_size_rows_count"} <= served
 
         # Batching options too: with batching off, version 2 gets an unbatched runner at once.
         write_config(
