@@ -66,8 +66,11 @@ def api(web_server: LiveServer) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
+    """Chromium for this package's tests, closed after them: Playwright's sync API keeps an event
+    loop running in the main thread while it is open, and in-process tests that ran after it in
+    the same session (`asyncio.run`) failed with "cannot be called from a running event loop"."""
     if not CHROMIUM.is_file():
         pytest.fail(
             f"{CHROMIUM} is missing: .ci/run installs Debian's chromium (apt-get install chromium)"
