@@ -312,6 +312,10 @@ def _wait_until_queued(server: GrpcServer, more_than: float) -> bool:
     return _wait_for_queue(server, lambda depth: depth > more_than)
 
 
+def _wait_until_empty(server: GrpcServer) -> bool:
+    return _wait_for_queue(server, lambda depth: depth == 0)
+
+
 def _busy_ocr(stub: Any, server: GrpcServer) -> Any:
     """Start a call that keeps OCR's single inference thread busy, once it runs.
 
@@ -319,10 +323,10 @@ def _busy_ocr(stub: Any, server: GrpcServer) -> Any:
     fresh CI machine one row still queued from an earlier call got this call refused with
     RESOURCE_EXHAUSTED ("has 1 rows ... queued; the limits are 16 rows").
     """
-    _wait_for_queue(server, lambda depth: depth == 0)
+    _wait_until_empty(server)
     future = stub.ModelInfer.future(_ocr_request(OCR_BIG_ROWS), metadata=API_METADATA, timeout=30)
     time.sleep(0.03)  # sent and arrived (3.6 MB) ...
-    _wait_for_queue(server, lambda depth: depth == 0)  # ... and taken from the queue: running
+    _wait_until_empty(server)  # ... and taken from the queue: running
     return future
 
 
