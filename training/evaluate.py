@@ -48,9 +48,7 @@ PRINTED_PER_FACE = 15  # 14 held-out faces on the reference machine: 210 strings
 
 def evaluate_version(version_dir: Path) -> dict[str, Any]:
     """The figures of one published version as a JSON-ready dict."""
-    version_dir = Path(version_dir)
-    if not (version_dir / "saved_model.pb").is_file():
-        raise publish.PublishError(f"{version_dir} is not a published version (no saved_model.pb)")
+    version_dir = publish.require_version_dir(version_dir)
     metadata = publish.read_metadata(version_dir)
     name = str(metadata.get("name"))
     data = metadata.get("data", {})

@@ -21,9 +21,7 @@ from training.recipe import TrainConfig
 
 def describe_version(version_dir: Path) -> str:
     """The whole report as text (the CLI prints it)."""
-    version_dir = Path(version_dir)
-    if not (version_dir / "saved_model.pb").is_file():
-        raise publish.PublishError(f"{version_dir} is not a published version (no saved_model.pb)")
+    version_dir = publish.require_version_dir(version_dir)
     import tensorflow as tf
 
     metadata = publish.read_metadata(version_dir)

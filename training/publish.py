@@ -145,6 +145,14 @@ def save_servable(module: Any, path: Path) -> None:
     tf.saved_model.save(module, str(path), signatures={SIGNATURE_NAME: module.serving_default})
 
 
+def require_version_dir(path: Path) -> Path:
+    """`path` as a published version folder (one holding `saved_model.pb`), or PublishError."""
+    path = Path(path)
+    if not (path / "saved_model.pb").is_file():
+        raise PublishError(f"{path} is not a published version (no saved_model.pb)")
+    return path
+
+
 def load_serving_function(path: Path) -> Any:
     """The exported `serving_default` as a callable of named tensors (what the server calls)."""
     import tensorflow as tf

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from training import augment, figures
+from training import augment, distill, figures
 from training.data import finish_pipeline, to_model_input
 from training.nets.common import (
     IMAGE_SIZE,
@@ -56,6 +56,7 @@ class MnistRecipe:
     name = "mnist"
     default_epochs = 15
     default_batch_size = 64
+    distills = True  # accepts `--teacher` (`training.distill`)
 
     def build_training_model(self, config: TrainConfig) -> Any:
         image = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
@@ -75,8 +76,7 @@ class MnistRecipe:
                     3e-3, decay_steps=max(1, config.epochs * (config.steps_per_epoch or 1))
                 )
             ),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
+            **_loss_and_metrics(config),
         )
         return model
 
@@ -103,7 +103,17 @@ class MnistRecipe:
             lambda: degraded_digits(split, config.seed), output_signature=signature
         )
         dataset = finish_pipeline(dataset.unbatch(), global_batch, config.seed)
-        return dataset.map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
+        if not config.teachers:
+            return dataset
+        # The teachers see each batch as augmented, so their advice fits the picture shown.
+        teach = distill.averaged_probabilities(config.teachers)
+        return dataset.map(
+            lambda images, labels: (
+                images,
+                distill.targets(labels, teach(images), len(CLASS_NAMES)),
+            )
+        )
 
     def export_module(self, model: Any, config: TrainConfig) -> Any:
         return ClassifierServing(model, name="mnist_serving")
@@ -129,6 +139,13 @@ class MnistRecipe:
 
     def metadata(self, config: TrainConfig) -> dict[str, Any]:
         return {"class_names": CLASS_NAMES}
+
+
+def _loss_and_metrics(config: TrainConfig) -> dict[str, Any]:
+    if config.teachers:
+        classes = len(CLASS_NAMES)
+        return {"loss": distill.loss(classes), "metrics": [distill.label_accuracy(classes)]}
+    return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
 
 
 def degraded_digits(split: MnistSplit, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
