@@ -114,14 +114,6 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         help="start from the weights of a published version (latest, a version folder) "
         "or of a .weights.h5 file",
     )
-    parser.add_argument(
-        "--teacher",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="mnist: distil from this published version (repeat for several: their "
-        "probabilities are averaged); same held-out split as the run",
-    )
     parser.add_argument("--strategy", choices=STRATEGIES, default="default")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--gpu-memory-growth", action="store_true")
@@ -172,7 +164,6 @@ def job_from_args(args: argparse.Namespace) -> TrainingJob:
         repository=args.repository,
         version=args.version,
         init_from=args.init_from,
-        teachers=tuple(args.teacher),
         strategy=args.strategy,
         devices=DeviceOptions(
             device=args.device,

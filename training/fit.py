@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from app.devices import DeviceOptions, DeviceReport, configure_devices
-from training import distill, figures, publish, warm_start
+from training import figures, publish, warm_start
 from training.data import DEFAULT_SPLIT_SEED, load_split
 from training.recipe import MnistSplit, Recipe, TrainConfig
 
@@ -54,7 +54,6 @@ class TrainingJob:
     repository: Path = Path("models")
     version: int | None = None
     init_from: str | None = None  # "latest", a version folder, or a .weights.h5 file
-    teachers: tuple[str, ...] = ()  # version folders to distil from (`training.distill`)
     strategy: StrategyName = "default"
     devices: DeviceOptions = field(default_factory=DeviceOptions)
     verbose: int | str = "auto"  # Keras progress bars
@@ -107,7 +106,6 @@ def run(job: TrainingJob) -> TrainingResult:
         seed=job.seed,
         steps_per_epoch=job.steps_per_epoch,
         beam_width=job.beam_width,
-        teachers=_teachers(job, recipe, split),
     )
     config = replace(config, steps_per_epoch=_steps_per_epoch(recipe, split, config))
     init_source = (
@@ -144,14 +142,6 @@ def run(job: TrainingJob) -> TrainingResult:
     return _export_evaluate_publish(
         job, recipe, model, split, config, record, is_chief(strategy), started
     )
-
-
-def _teachers(job: TrainingJob, recipe: Recipe, split: MnistSplit) -> tuple[str, ...]:
-    if not job.teachers:
-        return ()
-    if not getattr(recipe, "distills", False):
-        raise JobError(f"--teacher: {recipe.name} does not train from teachers (mnist does)")
-    return distill.resolve(job.teachers, recipe.name, split)
 
 
 def _export_evaluate_publish(

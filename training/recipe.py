@@ -39,9 +39,6 @@ class TrainConfig:
     seed: int = 1234
     steps_per_epoch: int | None = None  # None: the recipe's default (e.g. one pass over data)
     beam_width: int = 0  # ocr only: 0 means greedy decoding in the exported graph
-    # Published versions to distil from (`training.distill`), checked by the driver; only
-    # recipes with `distills = True` accept them.
-    teachers: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 

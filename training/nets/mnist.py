@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from training import augment, distill, figures
+from training import augment, figures
 from training.data import finish_pipeline, to_model_input
 from training.nets.common import (
     IMAGE_SIZE,
@@ -50,13 +50,19 @@ DEGRADATION = augment.Degradation(
 # digits 0.992 and 0.996, shifted and turned 0.992 and 0.994, and the thicker, thinner,
 # blurred and enlarged variants no worse.
 CLEAN_FRACTION = 0.4
+# Measured and left out (the goal figure of `training.evaluate`, 4,000 shifted and turned
+# held-out digits): six independent runs of this recipe read 0.992 to 0.9962, and averaging the
+# probabilities of four of them 0.99675, at four times the serving compute. Knowledge
+# distillation into one network of this size (label weight 0.1, softened teachers 0.9 at T=4,
+# teachers run inside `tf.data` on each augmented batch, 45 epochs from scratch, 5.5 min)
+# kept the cost but not the gain: 0.9935 from two teachers whose average read 0.99475, 0.9942
+# from all four. The figure is set by a few ambiguous held-out digits, not by this recipe.
 
 
 class MnistRecipe:
     name = "mnist"
     default_epochs = 15
     default_batch_size = 64
-    distills = True  # accepts `--teacher` (`training.distill`)
 
     def build_training_model(self, config: TrainConfig) -> Any:
         image = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
@@ -76,7 +82,8 @@ class MnistRecipe:
                     3e-3, decay_steps=max(1, config.epochs * (config.steps_per_epoch or 1))
                 )
             ),
-            **_loss_and_metrics(config),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
         )
         return model
 
@@ -103,17 +110,7 @@ class MnistRecipe:
             lambda: degraded_digits(split, config.seed), output_signature=signature
         )
         dataset = finish_pipeline(dataset.unbatch(), global_batch, config.seed)
-        dataset = dataset.map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
-        if not config.teachers:
-            return dataset
-        # The teachers see each batch as augmented, so their advice fits the picture shown.
-        teach = distill.averaged_probabilities(config.teachers)
-        return dataset.map(
-            lambda images, labels: (
-                images,
-                distill.targets(labels, teach(images), len(CLASS_NAMES)),
-            )
-        )
+        return dataset.map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
 
     def export_module(self, model: Any, config: TrainConfig) -> Any:
         return ClassifierServing(model, name="mnist_serving")
@@ -139,13 +136,6 @@ class MnistRecipe:
 
     def metadata(self, config: TrainConfig) -> dict[str, Any]:
         return {"class_names": CLASS_NAMES}
-
-
-def _loss_and_metrics(config: TrainConfig) -> dict[str, Any]:
-    if config.teachers:
-        classes = len(CLASS_NAMES)
-        return {"loss": distill.loss(classes), "metrics": [distill.label_accuracy(classes)]}
-    return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
 
 
 def degraded_digits(split: MnistSplit, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
