@@ -52,6 +52,11 @@ RESIDUAL_BLOCKS = 2
 # serving compute. Neither pays. Two independently trained readers, each string read by the one
 # more confident of it: 0.946 (three: 0.948) at two (three) times the serving compute; averaging
 # their per-step probabilities instead: 0.77, since independent CTC models align differently.
+# Rescoring the candidates of three readers by the sum of their CTC log-likelihoods: 0.947.
+# `mnist`'s convolutions as the trunk (32, 32 | 64, 64 | 128, then these residual blocks; 0.70 M
+# parameters), started from version 2 of `mnist`, the same chain: 0.911, 0.920, 0.919, at 9.3-9.6
+# min a run. Transfer from the classifier starts far higher (0.833 for this network's first
+# run) but levels off at the same place: the plateau is the 4,500 training digits, not the net.
 STEP_UNITS = 128
 GRU_UNITS = 64
 DEFAULT_STEPS_PER_EPOCH = 60
