@@ -450,7 +450,6 @@ def summarise(
         "zero failed good requests": not failed_good,
         "every hostile request answered 4xx": not bad_hostile,
         "server alive at the end": server_alive,
-        # The growth past the working set (`memory_growth`), not since warm-up.
         f"RSS growth past the working set under {max_rss_growth_mb:g} MB": memory["growth"]
         < max_rss_growth_mb,
         "every published version served": not run.publish_errors,
